@@ -1,0 +1,1 @@
+"""Partnerships Orchestrator: playbooks as code for partner-relationship teams, on Dagster."""
