@@ -1,0 +1,368 @@
+"""The playbook language: one pydantic model per construct, the single source of truth.
+
+The validator, the compiler, the API schema, the README's reference table and the JSON Schema
+for editors (``partnerships schema``) all derive from these models. Keys and meanings follow
+PLAYBOOK_SPEC.md; every model forbids unknown keys.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+ID_PATTERN = r"^[a-z0-9][a-z0-9_-]*$"
+MAX_RUNS_LIMIT = 10  # dagster.yaml ships one run-tag concurrency rule per value 1..10
+
+DocId = Annotated[
+    str,
+    Field(
+        pattern=ID_PATTERN,
+        description="Lower-case letters, digits, `-` and `_`; unique across the folder.",
+    ),
+]
+
+
+class Model(BaseModel):
+    """Base of every language model: unknown keys are errors, aliases and names both accepted."""
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+
+# ---------------------------------------------------------------- inputs and triggers
+
+InputType = Literal["string", "integer", "number", "boolean", "date", "datetime", "list", "object"]
+
+
+class InputSpec(Model):
+    """One typed run input: the launchpad config, the API body and `--input key=value`."""
+
+    type: InputType = Field(description="The value's type.")
+    default: Any = Field(None, description="Value used when the input is not given.")
+    required: bool | None = Field(
+        None, description="Must be given; defaults to true unless a `default` is set."
+    )
+    description: str | None = Field(None, description="Shown in the launchpad and the API docs.")
+    enum: list[Any] | None = Field(None, description="The only values allowed.")
+
+    @property
+    def is_required(self) -> bool:
+        if self.required is None:
+            return self.default is None
+        return self.required
+
+
+class CronTrigger(Model):
+    """Run on a cron schedule."""
+
+    type: Literal["cron"]
+    cron: str = Field(description="Five-field cron expression, e.g. `0 9 * * 1-5`.")
+    timezone: str = Field("UTC", description="IANA time zone the cron is read in.")
+
+
+class WebhookTrigger(Model):
+    """Run when `POST /api/partnerships/webhooks/<playbook id>` receives a signed call."""
+
+    type: Literal["webhook"]
+    secret: str | None = Field(
+        None,
+        description="Secret reference to a Standard Webhooks `whsec_...` key; "
+        "made per playbook and kept in local state when absent.",
+    )
+
+
+class DatasetTrigger(Model):
+    """Run after an asset (sync object, dataset, metrics or report) materializes."""
+
+    type: Literal["dataset"]
+    dataset: str = Field(description="Asset id, e.g. `hubspot_companies` or a dataset id.")
+
+
+class ManualTrigger(Model):
+    """Run by hand: the UI launchpad, the CLI or the API."""
+
+    type: Literal["manual"]
+
+
+Trigger = Annotated[
+    CronTrigger | WebhookTrigger | DatasetTrigger | ManualTrigger, Field(discriminator="type")
+]
+
+
+# ---------------------------------------------------------------- error policy
+
+class OnError(Model):
+    """What happens when a step fails."""
+
+    action: Literal["retry", "skip", "abort"] = Field(
+        "retry",
+        description="`retry` then fail the step; `skip` records the failure and goes on; "
+        "`abort` fails the run now.",
+    )
+    max_attempts: int = Field(3, ge=1, le=100, description="Attempts in all, with `retry`.")
+    delay_seconds: float = Field(1.0, ge=0, description="Wait before the first retry.")
+    backoff: Literal["constant", "linear", "exponential"] = Field(
+        "constant", description="How the wait grows between retries."
+    )
+    jitter: Literal["none", "full", "plus_minus"] = Field(
+        "none", description="Randomise waits so retries of many runs do not align."
+    )
+
+
+class Concurrency(Model):
+    """How many runs of this playbook may be in progress at once."""
+
+    max_runs: int = Field(ge=1, le=MAX_RUNS_LIMIT, description="Runs of this playbook at once.")
+
+
+class Defaults(Model):
+    """Step settings applied where a step does not set its own."""
+
+    on_error: OnError | None = None
+    timeout_seconds: float | None = Field(None, gt=0)
+
+
+# ---------------------------------------------------------------- steps
+
+class StepBase(Model):
+    """Keys common to every step type."""
+
+    id: str = Field(pattern=r"^[A-Za-z_][A-Za-z0-9_-]*$", description="Unique in the playbook.")
+    name: str | None = Field(None, description="Human label shown in the UI.")
+    description: str | None = None
+    depends_on: list[str] = Field(default_factory=list, description="Step ids this step needs.")
+    when: str | None = Field(None, description="Expression; false skips this step and dependents.")
+    for_each: str | None = Field(
+        None, description="Expression yielding a list; the step runs once per element (`item`)."
+    )
+    collect: bool = Field(
+        False, description="Run once after a fan-out, seeing the list of per-item outputs."
+    )
+    on_error: OnError | None = None
+    timeout_seconds: float | None = Field(None, gt=0, description="Fail the attempt after this.")
+
+
+class QueryStep(StepBase):
+    """Read rows from the warehouse, a CRM connector or a dataset."""
+
+    type: Literal["query"]
+    source: str = Field(
+        "warehouse", description="`warehouse`, a CRM connector (`hubspot`, ...), or `dataset:<id>`."
+    )
+    sql: str | None = Field(None, description="SQL with `:name` placeholders bound from `params`.")
+    params: dict[str, Any] = Field(default_factory=dict, description="Bound SQL parameters.")
+    object: str | None = Field(None, description="CRM object to read, e.g. `contacts`.")
+    filters: dict[str, Any] = Field(default_factory=dict, description="CRM property filters.")
+    properties: list[str] | None = Field(None, description="CRM properties to return.")
+    limit: int | None = Field(None, ge=1, description="Most rows returned.")
+
+    @model_validator(mode="after")
+    def _sql_or_object(self) -> QueryStep:
+        if (self.sql is None) == (self.object is None):
+            raise ValueError("a query step needs exactly one of `sql` or `object`")
+        return self
+
+
+class EvaluateStep(StepBase):
+    """Compute values with expressions."""
+
+    type: Literal["evaluate"]
+    expression: str | None = Field(None, description="Bare expression: the step's output.")
+    assign: dict[str, str] = Field(
+        default_factory=dict, description="New fields per row (or per item): name -> expression."
+    )
+    filter: str | None = Field(None, description="Keep rows where this expression is true.")
+    rows: str | None = Field(
+        None,
+        description="Expression yielding the rows `assign`/`filter` work on; "
+        "defaults to the rows of the single upstream query.",
+    )
+
+    @model_validator(mode="after")
+    def _has_work(self) -> EvaluateStep:
+        if self.expression is None and not self.assign and self.filter is None:
+            raise ValueError("an evaluate step needs `expression`, `assign` or `filter`")
+        return self
+
+
+TemplateFormat = Literal["markdown", "html", "text", "pdf"]
+
+
+class TemplateStep(StepBase):
+    """Render a Jinja2 template to text, HTML or PDF."""
+
+    type: Literal["template"]
+    template: str | None = Field(None, description="File under `templates/`.")
+    source: str | None = Field(None, description="Inline template text.")
+    format: TemplateFormat = Field("markdown", description="Output format.")
+    context: dict[str, Any] = Field(
+        default_factory=dict, description="Extra names for the template (values may interpolate)."
+    )
+
+    @model_validator(mode="after")
+    def _template_or_source(self) -> TemplateStep:
+        if (self.template is None) == (self.source is None):
+            raise ValueError("a template step needs exactly one of `template` or `source`")
+        return self
+
+
+Channel = Literal["email", "sms", "slack", "teams"]
+
+
+class CommunicateStep(StepBase):
+    """Send a message by email, SMS, Slack or Teams, at most once per recipient."""
+
+    type: Literal["communicate"]
+    channel: Channel = Field(description="`email`, `sms`, `slack` or `teams`.")
+    provider: str | None = Field(
+        None, description="Provider name; defaults to the channel's connection (`outbox` if none)."
+    )
+    to: str | list[str] = Field(description="Recipient(s); strings may interpolate.")
+    subject: str | None = Field(None, description="Subject (email) or title (chat).")
+    body: str | None = Field(None, description="Message text; Markdown for email and chat.")
+    template: str | None = Field(None, description="Template file for the body instead of `body`.")
+    attachments: list[str] = Field(
+        default_factory=list, description="File paths (e.g. a PDF template step's output)."
+    )
+
+    @model_validator(mode="after")
+    def _body_or_template(self) -> CommunicateStep:
+        if (self.body is None) == (self.template is None):
+            raise ValueError("a communicate step needs exactly one of `body` or `template`")
+        return self
+
+
+class WebhookStep(StepBase):
+    """Call an HTTP endpoint."""
+
+    type: Literal["webhook"]
+    url: str = Field(description="Target URL; may interpolate.")
+    method: Literal["GET", "POST", "PUT", "PATCH", "DELETE"] = "POST"
+    headers: dict[str, str] = Field(default_factory=dict)
+    json_body: Any = Field(None, alias="json", description="JSON body; strings may interpolate.")
+    body: str | None = Field(None, description="Raw text body.")
+    expect_status: list[int] | int | None = Field(
+        None, description="Accepted status code(s); any 2xx when absent."
+    )
+    sign: bool = Field(False, description="Sign with the playbook's Standard Webhooks secret.")
+
+    @model_validator(mode="after")
+    def _one_body(self) -> WebhookStep:
+        if self.json_body is not None and self.body is not None:
+            raise ValueError("a webhook step takes `json` or `body`, not both")
+        return self
+
+
+Step = Annotated[
+    QueryStep | EvaluateStep | TemplateStep | CommunicateStep | WebhookStep,
+    Field(discriminator="type"),
+]
+STEP_TYPES = ("query", "evaluate", "template", "communicate", "webhook")
+
+
+# ---------------------------------------------------------------- documents
+
+class DocumentBase(Model):
+    """Keys every document has."""
+
+    id: DocId
+    name: str | None = None
+    description: str | None = None
+    owners: list[str] = Field(default_factory=list, description="Teams allowed to see and run it.")
+    tags: dict[str, str] = Field(default_factory=dict)
+
+
+class Playbook(DocumentBase):
+    """A multi-step workflow: a Dagster job plus its schedules and sensors."""
+
+    kind: Literal["playbook"] = "playbook"
+    triggers: list[Trigger] = Field(default_factory=list)
+    inputs: dict[str, InputSpec] = Field(default_factory=dict)
+    defaults: Defaults | None = None
+    concurrency: Concurrency | None = None
+    executor: Literal["in_process", "multiprocess"] = Field(
+        "in_process", description="`multiprocess` runs independent steps in separate processes."
+    )
+    steps: list[Step] = Field(min_length=1)
+
+
+class Schedule(Model):
+    cron: str
+    timezone: str = "UTC"
+
+
+class Sync(DocumentBase):
+    """CRM objects landed in the partner warehouse, one asset per object."""
+
+    kind: Literal["sync"]
+    provider: Literal["hubspot", "salesforce"]
+    objects: list[str] = Field(min_length=1)
+    properties: dict[str, list[str]] = Field(default_factory=dict)
+    incremental: bool = True
+    schedule: Schedule | None = None
+
+    def asset_ids(self) -> list[str]:
+        return [f"{self.id}_{obj}" for obj in self.objects]
+
+
+class Check(Model):
+    type: Literal["unique", "not_null", "accepted_values", "row_count"]
+    column: str | None = None
+    values: list[Any] | None = None
+    min: int | None = None
+    max: int | None = None
+
+
+class Dataset(DocumentBase):
+    """A research dataset: one asset, its upstream assets inferred from its SQL."""
+
+    kind: Literal["dataset"]
+    sql: str
+    checks: list[Check] = Field(default_factory=list)
+    schedule: Schedule | None = None
+
+
+class Delivery(Model):
+    channel: Channel
+    to: list[str] | str
+    subject: str | None = None
+    provider: str | None = None
+
+
+class Report(DocumentBase):
+    """A Markdown (+ PDF) report asset, delivered to stakeholders."""
+
+    kind: Literal["report"]
+    template: str
+    data: list[str] = Field(default_factory=list)
+    formats: list[Literal["markdown", "html", "pdf"]] = Field(default_factory=lambda: ["markdown"])
+    deliver: list[Delivery] = Field(default_factory=list)
+    schedule: Schedule | None = None
+
+
+class Metric(Model):
+    id: str = Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
+    sql: str
+    target: float | None = None
+    description: str | None = None
+
+
+class Metrics(DocumentBase):
+    """Dashboard metric definitions: one asset with numeric metadata per metric."""
+
+    kind: Literal["metrics"]
+    metrics: list[Metric] = Field(min_length=1)
+    schedule: Schedule | None = None
+
+
+class Connections(DocumentBase):
+    """Which provider serves each connector, its settings, secret references and rate limits."""
+
+    kind: Literal["connections"]
+    connections: dict[str, dict[str, Any]] = Field(default_factory=dict)
+
+
+Document = Annotated[
+    Playbook | Sync | Dataset | Report | Metrics | Connections, Field(discriminator="kind")
+]
+KINDS = ("playbook", "sync", "dataset", "report", "metrics", "connections")
