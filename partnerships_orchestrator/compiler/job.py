@@ -1,0 +1,200 @@
+"""Compile a playbook into a Dagster job: one op per step, edges from `depends_on`.
+
+Steps with no path between them run in parallel; a `for_each` step and every step that needs it
+run once per item (Dagster dynamic mapping) until a `collect: true` step gathers them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import dagster as dg
+
+from partnerships_orchestrator.compiler import naming
+from partnerships_orchestrator.compiler.inputs import config_schema
+from partnerships_orchestrator.compiler.ops import (
+    DEFAULT_POLICY,
+    RESOURCE_KEY,
+    Edge,
+    StepPlan,
+    build_fanout_op,
+    build_step_op,
+)
+from partnerships_orchestrator.spec.graph import StepGraph
+from partnerships_orchestrator.spec.models import OnError, Playbook, QueryStep, StepBase
+
+CHANNEL_KEYS = ("email", "sms", "slack", "teams")
+
+
+def _policy(playbook: Playbook, step: StepBase) -> OnError:
+    defaults = playbook.defaults.on_error if playbook.defaults else None
+    return step.on_error or defaults or DEFAULT_POLICY
+
+
+def _timeout(playbook: Playbook, step: StepBase) -> float | None:
+    return step.timeout_seconds or (playbook.defaults.timeout_seconds if playbook.defaults else None)
+
+
+def _resource_keys(step: StepBase) -> frozenset[str]:
+    keys = {RESOURCE_KEY}
+    channel = getattr(step, "channel", None)
+    if channel:
+        keys.add(channel)
+    if isinstance(step, QueryStep) and step.object is not None:
+        keys.add(step.source)
+    return frozenset(keys)
+
+
+def plan_steps(playbook: Playbook, graph: StepGraph) -> dict[str, StepPlan]:
+    """The run-time plan of every step: its policy, its inputs and whether it is mapped."""
+    plans: dict[str, StepPlan] = {}
+    for step in playbook.steps:
+        fanout = graph.fanout_of(step.id)
+        edges: list[Edge] = []
+        region: tuple[str, ...] = ()
+        if step.for_each:
+            edges = [Edge(naming.input_name("item"), step.id, "item")]
+        else:
+            for dep in graph.deps(step.id):
+                dep_fanout = graph.fanout_of(dep)
+                how = "collected" if dep_fanout and not fanout else "plain"
+                edges.append(Edge(naming.input_name(dep), dep, how))
+            if step.collect:
+                fanouts = {graph.fanout_of(d) for d in graph.deps(step.id)} - {None}
+                for source in sorted(f for f in fanouts if f):
+                    edges.append(Edge(naming.input_name(f"{source}_base"), source, "base"))
+                region = tuple(
+                    s for s in graph.upstream(step.id) if graph.fanout_of(s) in fanouts
+                )
+        plans[step.id] = StepPlan(
+            playbook=playbook, step=step, policy=_policy(playbook, step),
+            timeout=_timeout(playbook, step), mapped=fanout is not None, edges=tuple(edges),
+            region=region, resource_keys=_resource_keys(step),
+        )
+    return plans
+
+
+def _fanout_plan(playbook: Playbook, graph: StepGraph, step: StepBase) -> StepPlan:
+    edges = tuple(Edge(naming.input_name(dep), dep) for dep in graph.deps(step.id))
+    return StepPlan(playbook=playbook, step=step, policy=_policy(playbook, step), timeout=None,
+                    mapped=False, edges=edges)
+
+
+def _compose(playbook: Playbook, graph: StepGraph, plans: Mapping[str, StepPlan]) -> dg.GraphDefinition:
+    """Wire the ops with a composition function, one fan-out region per `for_each`."""
+    ops = {sid: build_step_op(plan) for sid, plan in plans.items()}
+    fanout_ops = {s.id: build_fanout_op(_fanout_plan(playbook, graph, s))
+                  for s in playbook.steps if s.for_each}
+    regions: dict[str, list[str]] = {f: [] for f in fanout_ops}
+    for sid in graph.order:
+        fanout = graph.fanout_of(sid)
+        if fanout:
+            regions[fanout].append(sid)
+
+    def compose() -> None:
+        done: dict[str, Any] = {}  # step id -> output handle (dynamic for mapped steps)
+        bases: dict[str, Any] = {}
+        pending = list(graph.order)
+        while pending:
+            progressed = False
+            for sid in list(pending):
+                fanout = graph.fanout_of(sid)
+                if fanout and fanout != sid:
+                    continue  # built with its region
+                needed = _needs(sid if not fanout else fanout, regions, graph)
+                if not needed.issubset(done):
+                    continue
+                if fanout == sid:
+                    _build_region(sid, regions[sid], done, bases, fanout_ops, ops, plans, graph)
+                    for member in regions[sid]:
+                        pending.remove(member)
+                else:
+                    done[sid] = _invoke(ops[sid], plans[sid], done, bases)
+                    pending.remove(sid)
+                progressed = True
+            if not progressed:
+                raise dg.DagsterInvalidDefinitionError(
+                    f"playbook `{playbook.id}`: cannot order steps {pending}"
+                )
+
+    return dg.graph(name=naming.job_name(playbook.id))(compose)
+
+
+def _needs(sid: str, regions: Mapping[str, list[str]], graph: StepGraph) -> set[str]:
+    """Steps outside ``sid``'s region that must be built before it."""
+    members = set(regions.get(sid, [sid]))
+    needed = {d for m in members for d in graph.deps(m)} - members
+    return needed
+
+
+def _invoke(op: dg.OpDefinition, plan: StepPlan, done: Mapping[str, Any], bases: Mapping[str, Any],
+            item: Any = None) -> Any:
+    kwargs = {}
+    for edge in plan.edges:
+        if edge.how == "item":
+            kwargs[edge.input] = item
+        elif edge.how == "base":
+            kwargs[edge.input] = bases[edge.step]
+        elif edge.how == "collected":
+            kwargs[edge.input] = done[edge.step].collect()
+        else:
+            kwargs[edge.input] = done[edge.step]
+    return op(**kwargs)
+
+
+def _build_region(fanout: str, members: list[str], done: dict[str, Any], bases: dict[str, Any],
+                  fanout_ops: Mapping[str, dg.OpDefinition], ops: Mapping[str, dg.OpDefinition],
+                  plans: Mapping[str, StepPlan], graph: StepGraph) -> None:
+    fan_plan_edges = {naming.input_name(d): done[d] for d in graph.deps(fanout)}
+    items, base = fanout_ops[fanout](**fan_plan_edges)
+    bases[fanout] = base
+
+    def per_item(item: Any) -> tuple[Any, ...]:
+        local = dict(done)
+        for sid in members:
+            local[sid] = _invoke(ops[sid], plans[sid], local, bases, item)
+        return tuple(local[sid] for sid in members)
+
+    handles = items.map(per_item)
+    handles = handles if isinstance(handles, tuple) else (handles,)
+    done.update(zip(members, handles, strict=True))
+
+
+def build_job(playbook: Playbook, resources: Mapping[str, Any], *, source: str | None = None) -> dg.JobDefinition:
+    """The Dagster job for one playbook, with its resources, executor, tags and inputs config."""
+    graph = StepGraph(playbook)
+    plans = plan_steps(playbook, graph)
+    composed = _compose(playbook, graph, plans)
+    op_names = [naming.op_name(playbook.id, s.id) for s in playbook.steps]
+    op_names += [naming.fanout_op_name(playbook.id, s.id) for s in playbook.steps if s.for_each]
+    schema = config_schema(playbook)
+
+    def to_ops(config: Mapping[str, Any]) -> dict[str, Any]:
+        return {"ops": {name: {"config": dict(config)} for name in op_names}}
+
+    executor = dg.multiprocess_executor if playbook.executor == "multiprocess" else dg.in_process_executor
+    needed = {k for plan in plans.values() for k in plan.resource_keys}
+    return composed.to_job(
+        name=naming.job_name(playbook.id),
+        description=_description(playbook),
+        tags=_tags(playbook),
+        metadata={"playbook": playbook.id, **({"source": source} if source else {})},
+        resource_defs={k: v for k, v in resources.items() if k in needed},
+        config=dg.ConfigMapping(config_schema=schema, config_fn=to_ops),
+        executor_def=executor,
+    )
+
+
+def _description(playbook: Playbook) -> str:
+    title = playbook.name or playbook.id
+    return f"{title}: {playbook.description}" if playbook.description else title
+
+
+def _tags(playbook: Playbook) -> dict[str, str]:
+    tags = {**playbook.tags, naming.PLAYBOOK_TAG: playbook.id}
+    if playbook.owners:
+        tags[naming.OWNERS_TAG] = ",".join(playbook.owners)
+    if playbook.concurrency:
+        tags[naming.max_runs_tag(playbook.concurrency.max_runs)] = playbook.id
+    return tags

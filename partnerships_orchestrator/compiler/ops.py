@@ -1,0 +1,289 @@
+"""Playbook steps as Dagster ops: `when`, error policies, timeouts, dead letters and aborts.
+
+Each step becomes one op whose output is the step's scope (see ``scope.py``). A step with
+``for_each`` gets a companion fan-out op that evaluates the list and emits one dynamic output per
+item. A step that is skipped (``when`` false, or ``on_error: skip``) yields no output, so Dagster
+skips what needs it, and a fan-out's collect step simply sees fewer items.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import dagster as dg
+
+from partnerships_orchestrator.compiler import naming
+from partnerships_orchestrator.compiler.inputs import typed_inputs
+from partnerships_orchestrator.compiler.scope import Scope, collect, merge, public, root_scope
+from partnerships_orchestrator.compiler.scope import with_item, with_output
+from partnerships_orchestrator.errors import (
+    ExpressionError,
+    InputError,
+    PartnershipsError,
+    StepTimeout,
+    WebhookBlocked,
+)
+from partnerships_orchestrator.expressions import evaluate
+from partnerships_orchestrator.spec.models import OnError, Playbook, StepBase
+from partnerships_orchestrator.steps import runner_for
+from partnerships_orchestrator.steps.context import RunInfo, StepContext, StepResources
+from partnerships_orchestrator.store.jsonable import jsonable
+
+RESOURCE_KEY = "partnerships"
+DEFAULT_POLICY = OnError(action="retry", max_attempts=1)
+NOT_RETRYABLE = (ExpressionError, InputError, WebhookBlocked)
+
+
+@dataclass(frozen=True)
+class Edge:
+    """One op input: the step it comes from and how (``plain``, ``collected`` or ``base``)."""
+
+    input: str
+    step: str
+    how: str = "plain"
+
+
+@dataclass(frozen=True)
+class StepPlan:
+    """What one step's op needs to know at run time, fixed at compile time."""
+
+    playbook: Playbook
+    step: StepBase
+    policy: OnError
+    timeout: float | None
+    mapped: bool
+    edges: tuple[Edge, ...]
+    region: tuple[str, ...] = ()  # fanned-out steps upstream of a collect step
+    resource_keys: frozenset[str] = frozenset({RESOURCE_KEY})
+
+    @property
+    def op_name(self) -> str:
+        return naming.op_name(self.playbook.id, self.step.id)
+
+
+def retry_policy(policy: OnError) -> dg.RetryPolicy | None:
+    """Dagster's RetryPolicy for an ``on_error: retry`` with more than one attempt."""
+    if policy.action != "retry" or policy.max_attempts <= 1:
+        return None
+    backoff = {"constant": None, "linear": dg.Backoff.LINEAR,
+               "exponential": dg.Backoff.EXPONENTIAL}[policy.backoff]
+    jitter = {"none": None, "full": dg.Jitter.FULL, "plus_minus": dg.Jitter.PLUS_MINUS}[policy.jitter]
+    return dg.RetryPolicy(max_retries=policy.max_attempts - 1, delay=policy.delay_seconds,
+                          backoff=backoff, jitter=jitter)
+
+
+def _describe(plan: StepPlan) -> str:
+    step = plan.step
+    parts = [step.description or step.name or f"{step.type} step `{step.id}`"]
+    if step.when:
+        parts.append(f"when: {step.when}")
+    if step.for_each:
+        parts.append(f"for each: {step.for_each}")
+    if step.collect:
+        parts.append("collects the fan-out")
+    parts.append(f"on error: {plan.policy.action}")
+    return " | ".join(parts)
+
+
+def build_step_op(plan: StepPlan) -> dg.OpDefinition:
+    """The op that runs one step."""
+    ins = {edge.input: dg.In(dg.Any) for edge in plan.edges}
+
+    @dg.op(
+        name=plan.op_name,
+        description=_describe(plan),
+        ins=ins,
+        out=dg.Out(dg.Any, is_required=False),
+        config_schema=dg.Permissive(),
+        required_resource_keys=set(plan.resource_keys),
+        retry_policy=retry_policy(plan.policy),
+        tags={"kind": plan.step.type, naming.PLAYBOOK_TAG: plan.playbook.id},
+    )
+    def _step_op(context: dg.OpExecutionContext, **arrived: Any) -> Iterator[dg.Output]:
+        yield from _execute(plan, context, arrived)
+
+    return _step_op
+
+
+def build_fanout_op(plan: StepPlan) -> dg.OpDefinition:
+    """The op that evaluates ``for_each`` and emits one dynamic output per item."""
+    ins = {edge.input: dg.In(dg.Any) for edge in plan.edges}
+
+    @dg.op(
+        name=naming.fanout_op_name(plan.playbook.id, plan.step.id),
+        description=f"fan-out of `{plan.step.id}`: for each {plan.step.for_each}",
+        ins=ins,
+        out={"items": dg.DynamicOut(dg.Any), "base": dg.Out(dg.Any)},
+        config_schema=dg.Permissive(),
+        required_resource_keys={RESOURCE_KEY},
+        tags={"kind": "for_each", naming.PLAYBOOK_TAG: plan.playbook.id},
+    )
+    def _fanout_op(context: dg.OpExecutionContext, **arrived: Any) -> Iterator[Any]:
+        scope = _incoming_scope(plan, context, arrived)
+        _check_not_aborted(context, plan)
+        items = evaluate(plan.step.for_each or "[]", public(scope))
+        if not isinstance(items, list | tuple):
+            raise dg.Failure(
+                f"`for_each` of step `{plan.step.id}` must yield a list, got {type(items).__name__}",
+                allow_retries=False,
+            )
+        context.log.info(f"`{plan.step.id}` fans out over {len(items)} item(s)")
+        for index, item in enumerate(items):
+            yield dg.DynamicOutput(with_item(scope, item, index), output_name="items",
+                                   mapping_key=_mapping_key(index, item))
+        yield dg.Output(scope, output_name="base")
+
+    return _fanout_op
+
+
+def _mapping_key(index: int, item: Any) -> str:
+    """A readable, deterministic key per item: its position, plus its `id` when it has one."""
+    ident = item.get("id") if isinstance(item, Mapping) else None
+    return naming.safe(f"{index}_{ident}" if ident is not None else str(index))[:100]
+
+
+# ---------------------------------------------------------------- run time
+
+def _run_info(context: dg.OpExecutionContext, playbook: Playbook) -> RunInfo:
+    record = context.instance.get_run_record_by_id(context.run_id)
+    started = record.create_timestamp if record else datetime.now(UTC)
+    run = context.dagster_run
+    return RunInfo(id=context.run_id, root_id=run.root_run_id or context.run_id,
+                   playbook=playbook.id, started_at=started.astimezone(UTC))
+
+
+def _trigger(context: dg.OpExecutionContext) -> dict[str, Any]:
+    tags = context.dagster_run.tags
+    if naming.TRIGGER_TAG in tags:
+        return json.loads(tags[naming.TRIGGER_TAG])
+    if "dagster/scheduled_execution_time" in tags:
+        return {"type": "cron",
+                "scheduled_time": datetime.fromisoformat(tags["dagster/scheduled_execution_time"])}
+    return {"type": "manual"}
+
+
+def _incoming_scope(plan: StepPlan, context: dg.OpExecutionContext, arrived: Mapping[str, Any]) -> Scope:
+    plain = [arrived[e.input] for e in plan.edges if e.how in ("plain", "base")]
+    collected = [s for e in plan.edges if e.how == "collected" for s in arrived[e.input]]
+    if not plan.edges:
+        inputs = typed_inputs(plan.playbook, context.op_config or {})
+        run = _run_info(context, plan.playbook)
+        return root_scope(inputs, _trigger(context), run.as_scope())
+    if any(e.how == "collected" for e in plan.edges):
+        return collect(collected, plain, plan.region)
+    return merge(plain)
+
+
+def _check_not_aborted(context: dg.OpExecutionContext, plan: StepPlan) -> None:
+    run = context.instance.get_run_by_id(context.run_id)
+    aborted_by = run.tags.get(naming.ABORT_TAG) if run else None
+    if aborted_by:
+        raise dg.Failure(
+            f"not started: the run was aborted by step `{aborted_by}`", allow_retries=False
+        )
+
+
+def _execute(plan: StepPlan, context: dg.OpExecutionContext, arrived: Mapping[str, Any]) -> Iterator[dg.Output]:
+    scope = _incoming_scope(plan, context, arrived)
+    _check_not_aborted(context, plan)
+    visible = public(scope)
+    if plan.step.when and not evaluate(plan.step.when, visible):
+        context.log.info(f"{naming.SKIP_MARKER} `{plan.step.id}`: `when: {plan.step.when}` is false")
+        return
+    resource = getattr(context.resources, RESOURCE_KEY)
+    step_ctx = StepContext(
+        playbook=plan.playbook, step=plan.step, run=_run_info(context, plan.playbook),
+        scope=visible, settings=resource.settings, resources=_step_resources(context, resource, plan.playbook.id),
+        mapping_key=_current_mapping_key(context), log=context.log,
+    )
+    try:
+        output = _run_with_timeout(plan, step_ctx)
+    except Exception as exc:  # every failure goes through the step's error policy
+        _handle_failure(plan, context, step_ctx, exc)
+        return
+    yield dg.Output(with_output(scope, plan.step.id, output, mapped=plan.mapped))
+
+
+def _current_mapping_key(context: dg.OpExecutionContext) -> str | None:
+    return context.get_mapping_key()
+
+
+def _step_resources(context: dg.OpExecutionContext, resource: Any, playbook_id: str) -> StepResources:
+    channels = {key: getattr(context.resources, key) for key in ("email", "sms", "slack", "teams")
+                if hasattr(context.resources, key)}
+    crm = {key: getattr(context.resources, key) for key in ("hubspot", "salesforce")
+           if hasattr(context.resources, key)}
+    return StepResources(
+        state=resource.state,
+        warehouse=resource.warehouse,
+        channels=channels,
+        crm=crm,
+        webhook_allow_hosts=tuple(resource.webhook_allow_hosts),
+        webhook_secret=lambda: resource.state.webhook_secret(playbook_id),
+    )
+
+
+def _run_with_timeout(plan: StepPlan, ctx: StepContext) -> Any:
+    runner = runner_for(plan.step.type)
+    if plan.timeout is None:
+        return runner(plan.step, ctx)
+    ctx.deadline = time.monotonic() + plan.timeout
+    pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"step-{plan.step.id}")
+    future = pool.submit(runner, plan.step, ctx)
+    try:
+        return future.result(timeout=plan.timeout)
+    except FutureTimeout:
+        raise StepTimeout(
+            f"step `{plan.step.id}` ran past its timeout of {plan.timeout:g} s",
+            hint="raise `timeout_seconds` or make the step do less",
+        ) from None
+    finally:
+        pool.shutdown(wait=False, cancel_futures=True)
+
+
+def _dead_letter_inputs(plan: StepPlan, ctx: StepContext) -> dict[str, Any]:
+    """What a redrive needs: the step as written, the run's inputs and the item, if any."""
+    return {
+        "step": plan.step.model_dump(mode="json", by_alias=True, exclude_defaults=True),
+        "inputs": ctx.scope.get("inputs"),
+        "item": ctx.scope.get("item"),
+        "mapping_key": ctx.mapping_key,
+        "trigger": ctx.scope.get("trigger"),
+    }
+
+
+def _handle_failure(plan: StepPlan, context: dg.OpExecutionContext, ctx: StepContext, exc: Exception) -> None:
+    """Apply ``on_error``: skip (record, go on), abort (record, fail the run) or retry."""
+    policy = plan.policy
+    attempt = context.retry_number + 1
+    message = str(exc) if isinstance(exc, PartnershipsError) else f"{type(exc).__name__}: {exc}"
+    state = ctx.resources.state
+
+    def dead_letter(action: str) -> None:
+        state.add_dead_letter(playbook=plan.playbook.id, step=ctx.step_key, run_id=context.run_id,
+                              action=action, error=exc, inputs=jsonable(_dead_letter_inputs(plan, ctx)),
+                              attempts=attempt)
+
+    if policy.action == "skip":
+        dead_letter("skip")
+        context.log.warning(f"{naming.SKIP_MARKER} `{plan.step.id}` failed and was skipped: {message}")
+        return
+    if policy.action == "abort":
+        dead_letter("abort")
+        context.instance.add_run_tags(context.run_id, {naming.ABORT_TAG: ctx.step_key})
+        raise dg.Failure(f"step `{ctx.step_key}` failed and aborted the run: {message}",
+                         allow_retries=False) from exc
+    retryable = not isinstance(exc, NOT_RETRYABLE) and getattr(exc, "retryable", True)
+    if retryable and attempt < policy.max_attempts:
+        context.log.warning(f"`{ctx.step_key}` attempt {attempt}/{policy.max_attempts} failed: {message}")
+        raise dg.Failure(f"attempt {attempt}/{policy.max_attempts} failed: {message}") from exc
+    dead_letter("retry_exhausted" if policy.max_attempts > 1 else "failed")
+    raise dg.Failure(f"step `{ctx.step_key}` failed after {attempt} attempt(s): {message}",
+                     allow_retries=False) from exc

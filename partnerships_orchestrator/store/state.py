@@ -1,0 +1,212 @@
+"""The orchestrator's state database: delivery ledger, sandbox outbox, dead letters, inbox."""
+
+from __future__ import annotations
+
+import base64
+import secrets as pysecrets
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Engine, create_engine, event, insert, select, update
+from sqlalchemy.exc import IntegrityError
+
+from partnerships_orchestrator.store import tables
+from partnerships_orchestrator.store.jsonable import jsonable
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass(frozen=True)
+class DeliveryKey:
+    """At most one delivery per (root run, step, fan-out item, recipient)."""
+
+    root_run_id: str
+    step: str
+    item_key: str
+    recipient: str
+
+
+@cache
+def _engine(url: str) -> Engine:
+    if url.startswith("sqlite:///"):
+        Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+        engine = create_engine(url, connect_args={"timeout": 30, "check_same_thread": False})
+
+        @event.listens_for(engine, "connect")
+        def _pragmas(dbapi_conn: Any, _record: Any) -> None:
+            cursor = dbapi_conn.cursor()
+            cursor.execute("PRAGMA journal_mode=WAL")
+            cursor.execute("PRAGMA busy_timeout=30000")
+            cursor.close()
+    else:
+        engine = create_engine(url, pool_pre_ping=True)
+    tables.metadata.create_all(engine)
+    return engine
+
+
+class StateStore:
+    """Typed access to the orchestrator's own tables (one SQLite file by default)."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.engine = _engine(url)
+
+    # ------------------------------------------------------------ delivery ledger
+    def reserve(self, key: DeliveryKey, *, run_id: str, playbook: str, channel: str, provider: str) -> str:
+        """Claim a delivery before sending; returns ``new``, ``retry`` or the blocking status.
+
+        ``new``/``retry`` mean the caller may send now. ``sent`` means it was delivered before;
+        ``pending`` means an earlier attempt died mid-send, so whether it arrived is unknown and
+        sending again could duplicate it.
+        """
+        now = _now()
+        row = {
+            "root_run_id": key.root_run_id, "step": key.step, "item_key": key.item_key,
+            "recipient": key.recipient, "run_id": run_id, "playbook": playbook,
+            "channel": channel, "provider": provider, "status": "pending", "attempts": 1,
+            "created_at": now, "updated_at": now,
+        }
+        with self.engine.begin() as conn:
+            try:
+                conn.execute(insert(tables.deliveries).values(**row))
+                return "new"
+            except IntegrityError:
+                pass
+        with self.engine.begin() as conn:
+            claimed = conn.execute(
+                update(tables.deliveries)
+                .where(*self._match(key), tables.deliveries.c.status == "failed")
+                .values(status="pending", run_id=run_id, provider=provider, updated_at=now,
+                        attempts=tables.deliveries.c.attempts + 1)
+            ).rowcount
+            if claimed:
+                return "retry"
+            status = conn.execute(
+                select(tables.deliveries.c.status).where(*self._match(key))
+            ).scalar_one()
+        return str(status)
+
+    def mark_sent(self, key: DeliveryKey, receipt: dict[str, Any]) -> None:
+        self._finish(key, status="sent", receipt=jsonable(receipt), error=None)
+
+    def mark_failed(self, key: DeliveryKey, error: str) -> None:
+        """Record a definite failure: nothing was delivered, so a later attempt may send."""
+        self._finish(key, status="failed", receipt=None, error=error)
+
+    def delivery(self, key: DeliveryKey) -> dict[str, Any] | None:
+        with self.engine.connect() as conn:
+            row = conn.execute(select(tables.deliveries).where(*self._match(key))).mappings().first()
+        return dict(row) if row else None
+
+    def deliveries(self, run_id: str | None = None) -> list[dict[str, Any]]:
+        query = select(tables.deliveries).order_by(tables.deliveries.c.id)
+        if run_id:
+            query = query.where(tables.deliveries.c.root_run_id == run_id)
+        with self.engine.connect() as conn:
+            return [dict(r) for r in conn.execute(query).mappings()]
+
+    def _finish(self, key: DeliveryKey, **values: Any) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(
+                update(tables.deliveries).where(*self._match(key)).values(updated_at=_now(), **values)
+            )
+
+    @staticmethod
+    def _match(key: DeliveryKey) -> tuple[Any, ...]:
+        c = tables.deliveries.c
+        return (c.root_run_id == key.root_run_id, c.step == key.step,
+                c.item_key == key.item_key, c.recipient == key.recipient)
+
+    # ------------------------------------------------------------ sandbox outbox
+    def add_to_outbox(self, *, channel: str, recipient: str, subject: str | None, body: str,
+                      attachments: list[str], playbook: str, run_id: str, step: str) -> str:
+        message_id = f"outbox-{uuid.uuid4().hex[:16]}"
+        with self.engine.begin() as conn:
+            conn.execute(insert(tables.outbox).values(
+                channel=channel, recipient=recipient, subject=subject, body=body,
+                attachments=attachments, playbook=playbook, run_id=run_id, step=step,
+                message_id=message_id, created_at=_now(),
+            ))
+        return message_id
+
+    def outbox(self, *, run_id: str | None = None, channel: str | None = None,
+               limit: int | None = None) -> list[dict[str, Any]]:
+        query = select(tables.outbox).order_by(tables.outbox.c.id)
+        if run_id:
+            query = query.where(tables.outbox.c.run_id == run_id)
+        if channel:
+            query = query.where(tables.outbox.c.channel == channel)
+        if limit:
+            query = query.limit(limit)
+        with self.engine.connect() as conn:
+            return [dict(r) for r in conn.execute(query).mappings()]
+
+    # ------------------------------------------------------------ dead letters
+    def add_dead_letter(self, *, playbook: str, step: str, run_id: str, action: str,
+                        error: BaseException | str, inputs: Any, attempts: int = 1) -> int:
+        error_type = type(error).__name__ if isinstance(error, BaseException) else "Error"
+        with self.engine.begin() as conn:
+            result = conn.execute(insert(tables.dead_letters).values(
+                playbook=playbook, step=step, run_id=run_id, action=action,
+                error_type=error_type, error=str(error), inputs=jsonable(inputs),
+                attempts=attempts, status="open", created_at=_now(),
+            ))
+        return int(result.inserted_primary_key[0])
+
+    def dead_letters(self, *, playbook: str | None = None, run_id: str | None = None,
+                     status: str | None = None) -> list[dict[str, Any]]:
+        query = select(tables.dead_letters).order_by(tables.dead_letters.c.id)
+        if playbook:
+            query = query.where(tables.dead_letters.c.playbook == playbook)
+        if run_id:
+            query = query.where(tables.dead_letters.c.run_id == run_id)
+        if status:
+            query = query.where(tables.dead_letters.c.status == status)
+        with self.engine.connect() as conn:
+            return [dict(r) for r in conn.execute(query).mappings()]
+
+    # ------------------------------------------------------------ webhook inbox (read by sensors)
+    def add_to_inbox(self, playbook: str, webhook_id: str, payload: Any) -> int | None:
+        """Store an inbound call once per ``webhook_id``; ``None`` when it was a duplicate."""
+        try:
+            with self.engine.begin() as conn:
+                result = conn.execute(insert(tables.inbox).values(
+                    playbook=playbook, webhook_id=webhook_id, payload=jsonable(payload),
+                    received_at=_now(),
+                ))
+        except IntegrityError:
+            return None
+        return int(result.inserted_primary_key[0])
+
+    def inbox_after(self, playbook: str, cursor: int, limit: int = 100) -> Iterator[dict[str, Any]]:
+        c = tables.inbox.c
+        query = (select(tables.inbox).where(c.playbook == playbook, c.id > cursor)
+                 .order_by(c.id).limit(limit))
+        with self.engine.connect() as conn:
+            rows = [dict(r) for r in conn.execute(query).mappings()]
+        yield from rows
+
+    # ------------------------------------------------------------ local secrets
+    def webhook_secret(self, playbook: str) -> str:
+        """The playbook's Standard Webhooks ``whsec_`` key, made on first use and kept locally."""
+        name = f"webhook:{playbook}"
+        with self.engine.connect() as conn:
+            value = conn.execute(
+                select(tables.secrets.c.value).where(tables.secrets.c.name == name)
+            ).scalar()
+        if value:
+            return str(value)
+        made = "whsec_" + base64.b64encode(pysecrets.token_bytes(32)).decode()
+        try:
+            with self.engine.begin() as conn:
+                conn.execute(insert(tables.secrets).values(name=name, value=made, created_at=_now()))
+        except IntegrityError:
+            return self.webhook_secret(playbook)
+        return made

@@ -1,0 +1,92 @@
+"""The orchestrator's own tables (SQLAlchemy Core), kept apart from the partner warehouse."""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    JSON,
+    Column,
+    DateTime,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+)
+
+metadata = MetaData()
+
+deliveries = Table(
+    "deliveries",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("root_run_id", String(64), nullable=False),
+    Column("run_id", String(64), nullable=False),
+    Column("playbook", String(200), nullable=False),
+    Column("step", String(200), nullable=False),
+    Column("item_key", String(200), nullable=False, default=""),
+    Column("recipient", String(500), nullable=False),
+    Column("channel", String(20), nullable=False),
+    Column("provider", String(50), nullable=False),
+    Column("status", String(20), nullable=False),  # pending | sent | failed
+    Column("attempts", Integer, nullable=False, default=1),
+    Column("receipt", JSON),
+    Column("error", Text),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("updated_at", DateTime(timezone=True), nullable=False),
+    UniqueConstraint("root_run_id", "step", "item_key", "recipient", name="uq_delivery_once"),
+)
+
+outbox = Table(
+    "outbox",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("channel", String(20), nullable=False),
+    Column("recipient", String(500), nullable=False),
+    Column("subject", Text),
+    Column("body", Text, nullable=False),
+    Column("attachments", JSON),
+    Column("playbook", String(200)),
+    Column("run_id", String(64)),
+    Column("step", String(200)),
+    Column("message_id", String(64), nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Index("ix_outbox_run", "run_id"),
+)
+
+dead_letters = Table(
+    "dead_letters",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("playbook", String(200), nullable=False),
+    Column("step", String(200), nullable=False),
+    Column("run_id", String(64), nullable=False),
+    Column("action", String(20), nullable=False),  # skip | abort | retry_exhausted | undelivered
+    Column("error_type", String(200), nullable=False),
+    Column("error", Text, nullable=False),
+    Column("inputs", JSON),
+    Column("attempts", Integer, nullable=False, default=1),
+    Column("status", String(20), nullable=False, default="open"),  # open | redriven
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Index("ix_dead_letters_playbook", "playbook"),
+)
+
+inbox = Table(
+    "inbox",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("playbook", String(200), nullable=False),
+    Column("webhook_id", String(200), nullable=False),
+    Column("payload", JSON, nullable=False),
+    Column("received_at", DateTime(timezone=True), nullable=False),
+    UniqueConstraint("playbook", "webhook_id", name="uq_inbox_webhook_id"),
+)
+
+secrets = Table(
+    "local_secrets",
+    metadata,
+    Column("name", String(200), primary_key=True),
+    Column("value", Text, nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+)
