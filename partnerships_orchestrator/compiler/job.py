@@ -163,7 +163,7 @@ def _build_region(fanout: str, members: list[str], done: dict[str, Any], bases: 
 
 def build_job(playbook: Playbook, resources: Mapping[str, Any], *, source: str | None = None) -> dg.JobDefinition:
     """The Dagster job for one playbook, with its resources, executor, tags and inputs config."""
-    graph = StepGraph(playbook)
+    graph = StepGraph.of(playbook)
     plans = plan_steps(playbook, graph)
     composed = _compose(playbook, graph, plans)
     op_names = [naming.op_name(playbook.id, s.id) for s in playbook.steps]

@@ -18,6 +18,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import dagster as dg
+from dagster import OpExecutionContext
 
 from partnerships_orchestrator.compiler import naming
 from partnerships_orchestrator.compiler.inputs import typed_inputs
@@ -106,7 +107,7 @@ def build_step_op(plan: StepPlan) -> dg.OpDefinition:
         retry_policy=retry_policy(plan.policy),
         tags={"kind": plan.step.type, naming.PLAYBOOK_TAG: plan.playbook.id},
     )
-    def _step_op(context: dg.OpExecutionContext, **arrived: Any) -> Iterator[dg.Output]:
+    def _step_op(context, **arrived: Any) -> Iterator[dg.Output]:
         yield from _execute(plan, context, arrived)
 
     return _step_op
@@ -125,7 +126,7 @@ def build_fanout_op(plan: StepPlan) -> dg.OpDefinition:
         required_resource_keys={RESOURCE_KEY},
         tags={"kind": "for_each", naming.PLAYBOOK_TAG: plan.playbook.id},
     )
-    def _fanout_op(context: dg.OpExecutionContext, **arrived: Any) -> Iterator[Any]:
+    def _fanout_op(context, **arrived: Any) -> Iterator[Any]:
         scope = _incoming_scope(plan, context, arrived)
         _check_not_aborted(context, plan)
         items = evaluate(plan.step.for_each or "[]", public(scope))
@@ -151,7 +152,7 @@ def _mapping_key(index: int, item: Any) -> str:
 
 # ---------------------------------------------------------------- run time
 
-def _run_info(context: dg.OpExecutionContext, playbook: Playbook) -> RunInfo:
+def _run_info(context: OpExecutionContext, playbook: Playbook) -> RunInfo:
     record = context.instance.get_run_record_by_id(context.run_id)
     started = record.create_timestamp if record else datetime.now(UTC)
     run = context.dagster_run
@@ -159,7 +160,7 @@ def _run_info(context: dg.OpExecutionContext, playbook: Playbook) -> RunInfo:
                    playbook=playbook.id, started_at=started.astimezone(UTC))
 
 
-def _trigger(context: dg.OpExecutionContext) -> dict[str, Any]:
+def _trigger(context: OpExecutionContext) -> dict[str, Any]:
     tags = context.dagster_run.tags
     if naming.TRIGGER_TAG in tags:
         return json.loads(tags[naming.TRIGGER_TAG])
@@ -169,8 +170,8 @@ def _trigger(context: dg.OpExecutionContext) -> dict[str, Any]:
     return {"type": "manual"}
 
 
-def _incoming_scope(plan: StepPlan, context: dg.OpExecutionContext, arrived: Mapping[str, Any]) -> Scope:
-    plain = [arrived[e.input] for e in plan.edges if e.how in ("plain", "base")]
+def _incoming_scope(plan: StepPlan, context: OpExecutionContext, arrived: Mapping[str, Any]) -> Scope:
+    plain = [arrived[e.input] for e in plan.edges if e.how in ("plain", "base", "item")]
     collected = [s for e in plan.edges if e.how == "collected" for s in arrived[e.input]]
     if not plan.edges:
         inputs = typed_inputs(plan.playbook, context.op_config or {})
@@ -181,7 +182,7 @@ def _incoming_scope(plan: StepPlan, context: dg.OpExecutionContext, arrived: Map
     return merge(plain)
 
 
-def _check_not_aborted(context: dg.OpExecutionContext, plan: StepPlan) -> None:
+def _check_not_aborted(context: OpExecutionContext, plan: StepPlan) -> None:
     run = context.instance.get_run_by_id(context.run_id)
     aborted_by = run.tags.get(naming.ABORT_TAG) if run else None
     if aborted_by:
@@ -190,7 +191,7 @@ def _check_not_aborted(context: dg.OpExecutionContext, plan: StepPlan) -> None:
         )
 
 
-def _execute(plan: StepPlan, context: dg.OpExecutionContext, arrived: Mapping[str, Any]) -> Iterator[dg.Output]:
+def _execute(plan: StepPlan, context: OpExecutionContext, arrived: Mapping[str, Any]) -> Iterator[dg.Output]:
     scope = _incoming_scope(plan, context, arrived)
     _check_not_aborted(context, plan)
     visible = public(scope)
@@ -211,11 +212,11 @@ def _execute(plan: StepPlan, context: dg.OpExecutionContext, arrived: Mapping[st
     yield dg.Output(with_output(scope, plan.step.id, output, mapped=plan.mapped))
 
 
-def _current_mapping_key(context: dg.OpExecutionContext) -> str | None:
+def _current_mapping_key(context: OpExecutionContext) -> str | None:
     return context.get_mapping_key()
 
 
-def _step_resources(context: dg.OpExecutionContext, resource: Any, playbook_id: str) -> StepResources:
+def _step_resources(context: OpExecutionContext, resource: Any, playbook_id: str) -> StepResources:
     channels = {key: getattr(context.resources, key) for key in ("email", "sms", "slack", "teams")
                 if hasattr(context.resources, key)}
     crm = {key: getattr(context.resources, key) for key in ("hubspot", "salesforce")
@@ -259,7 +260,7 @@ def _dead_letter_inputs(plan: StepPlan, ctx: StepContext) -> dict[str, Any]:
     }
 
 
-def _handle_failure(plan: StepPlan, context: dg.OpExecutionContext, ctx: StepContext, exc: Exception) -> None:
+def _handle_failure(plan: StepPlan, context: OpExecutionContext, ctx: StepContext, exc: Exception) -> None:
     """Apply ``on_error``: skip (record, go on), abort (record, fail the run) or retry."""
     policy = plan.policy
     attempt = context.retry_number + 1

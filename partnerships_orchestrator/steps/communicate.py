@@ -54,9 +54,10 @@ def _text(value: str | None, ctx: StepContext) -> str | None:
 def _body(step: CommunicateStep, ctx: StepContext) -> str:
     if step.body is not None:
         return str(render_string(step.body, ctx.scope))
-    from partnerships_orchestrator.steps.template import render_template_file
+    from partnerships_orchestrator.steps.template import environment
 
-    return render_template_file(ctx.settings.templates_dir, step.template or "", dict(ctx.scope))
+    env = environment(ctx.settings.templates_dir, autoescape=False)
+    return env.get_template(step.template or "").render(**ctx.scope)
 
 
 def _recipients(step: CommunicateStep, ctx: StepContext) -> list[str]:
