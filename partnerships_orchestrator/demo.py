@@ -116,6 +116,7 @@ class _Partner:
     name: str
     slug: str
     domain: str
+    industry: str
     created_at: datetime
     id: str = ""
     activity: list[Row] = field(default_factory=list)
@@ -134,14 +135,14 @@ def _between(rng: random.Random, start: datetime, end: datetime) -> datetime:
 
 
 def _company_names(rng: random.Random, count: int) -> list[tuple[str, str]]:
-    """``count`` unique (name, suffix) pairs."""
+    """``count`` unique (name, industry) pairs."""
     combos = [(p, s) for p in PREFIXES for s in SUFFIX_INDUSTRY]
     rng.shuffle(combos)
     names = []
     for i in range(count):
         prefix, suffix = combos[i % len(combos)]
         extra = f" {i // len(combos) + 1}" if i >= len(combos) else ""
-        names.append((f"{prefix} {suffix}{extra}", suffix))
+        names.append((f"{prefix} {suffix}{extra}", SUFFIX_INDUSTRY[suffix]))
     return names
 
 
@@ -166,12 +167,12 @@ CREATED_DAYS_AGO = {
 def _draft_partners(rng: random.Random, count: int, base: datetime) -> list[_Partner]:
     """Partners with names and creation times, ids assigned in creation order."""
     drafts = []
-    for role, (name, _suffix) in zip(_roles(rng, count), _company_names(rng, count), strict=True):
+    for role, (name, industry) in zip(_roles(rng, count), _company_names(rng, count), strict=True):
         slug = name.lower().replace(" ", "-")
         low, high = CREATED_DAYS_AGO[role]
         created = _between(rng, base - timedelta(days=high), base - timedelta(days=low))
         domain = f"{slug}.{rng.choice(TLDS)}"
-        drafts.append(_Partner(role, name, slug, domain, created))
+        drafts.append(_Partner(role, name, slug, domain, industry, created))
     drafts.sort(key=lambda p: (p.created_at, p.name))
     for number, draft in enumerate(drafts, start=1):
         draft.id = f"P{number:04d}"
@@ -222,7 +223,7 @@ def _activities(rng: random.Random, p: _Partner, base: datetime) -> list[Row]:
     windows = [(near, far)] * rng.randint(low, high)
     if p.role == "active":
         windows.append((1, 14))
-    rows = []
+    rows: list[Row] = []
     for near_days, far_days in windows:
         start = max(p.created_at, base - timedelta(days=far_days))
         end = max(start, base - timedelta(days=near_days, minutes=1))
@@ -254,13 +255,12 @@ def _partner_row(rng: random.Random, p: _Partner) -> Row:
     am_first, am_last = rng.choice(ACCOUNT_MANAGERS)
     primary = p.contact_rows[0]
     last_activity = p.activity[-1]["occurred_at"] if p.activity else None
-    suffix = p.name.split(" ")[1]
     return {
         "id": p.id,
         "name": p.name,
         "tier": rng.choices(("gold", "silver", "bronze"), (15, 35, 50))[0],
         "status": {"recent": "prospect", "risk": "active"}.get(p.role, p.role),
-        "industry": SUFFIX_INDUSTRY[suffix],
+        "industry": p.industry,
         "region": region,
         "country": rng.choice(COUNTRIES[region]),
         "website": f"https://{p.domain}",
@@ -284,7 +284,13 @@ STAGE_WEIGHTS = {
     "prospect": (40, 35, 20, 5, 0, 0),
     "churned": (0, 0, 0, 0, 40, 60),
 }
-DEAL_COUNTS = {"active": (1, 5), "risk": (1, 3), "recent": (0, 2), "prospect": (0, 2), "churned": (0, 2)}  # fmt: skip
+DEAL_COUNTS = {
+    "active": (1, 5),
+    "risk": (1, 3),
+    "recent": (0, 2),
+    "prospect": (0, 2),
+    "churned": (0, 2),
+}
 STAGES = ("prospecting", "qualification", "proposal", "negotiation", "closed_won", "closed_lost")
 
 
@@ -368,7 +374,9 @@ def _events(rng: random.Random, base: datetime) -> list[Row]:
             "workshop": (f"{topic} Workshop - {city}", rng.choice((25, 30, 40)), city),
             "meetup": (f"Partner Meetup {city}", rng.choice((40, 60, 80)), city),
         }[kind]
-        rows.append({"name": name, "type": kind, "starts_at": starts, "city": where, "capacity": capacity})  # fmt: skip
+        rows.append(
+            {"name": name, "type": kind, "starts_at": starts, "city": where, "capacity": capacity}
+        )
     rows.sort(key=lambda r: (r["starts_at"], r["name"]))
     for number, row in enumerate(rows, start=1):
         row["id"] = f"E{number:03d}"
@@ -404,6 +412,8 @@ def generate_demo_rows(
     *, partners: int = 300, seed: int = 7, today: date | None = None
 ) -> dict[str, list[Row]]:
     """Rows per table name, in insert order, without touching a database."""
+    if partners < 0:
+        raise ValueError(f"partners must be >= 0, got {partners}")
     rng = random.Random(seed)
     today = today or date.today()
     base = datetime.combine(today, time())
@@ -447,7 +457,7 @@ def seed_demo_data(
     today: date | None = None,
     reset: bool = False,
 ) -> dict[str, int]:
-    """Fill the warehouse with demo data unless it already has partners (or ``reset``); row counts."""
+    """Fill an empty warehouse (or any, with ``reset``) with demo data; return row counts."""
     ensure_schema(engine)
     with engine.begin() as conn:
         has_partners = conn.execute(sa.select(partners_table.c.id).limit(1)).first() is not None

@@ -210,8 +210,6 @@ def _parse(url: str) -> URL:
     if driver in ("sqlite", "sqlite+pysqlite"):
         return parsed
     if driver in ("postgres", "postgresql", "postgresql+psycopg"):
-        if not parsed.host and not parsed.query.get("host"):
-            raise _bad_url(url, "no host given")
         return parsed.set(drivername="postgresql+psycopg")
     raise _bad_url(url, f"unsupported database type {driver!r}")
 

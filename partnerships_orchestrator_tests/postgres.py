@@ -26,6 +26,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import sqlalchemy as sa
+
 SERVER_OPTIONS = (
     "-c listen_addresses=127.0.0.1 -c fsync=off -c synchronous_commit=off "
     "-c full_page_writes=off -c max_connections=50"
@@ -87,7 +89,7 @@ def _check(result: subprocess.CompletedProcess[str], what: str, log: Path | None
 
 
 def start_postgres(tmpdir: str | os.PathLike[str]) -> tuple[str, Callable[[], None]]:
-    """Start a server; return its SQLAlchemy URL (``postgres`` database) and an idempotent ``stop``."""
+    """Start a server; return its URL (database ``postgres``) and an idempotent ``stop``."""
     initdb, pg_ctl = _binary("initdb"), _binary("pg_ctl")
     account = _unprivileged_user() if os.geteuid() == 0 else None
     owned_dir = account is not None or len(str(tmpdir)) > 80  # socket paths max ~107 bytes
@@ -126,3 +128,14 @@ def start_postgres(tmpdir: str | os.PathLike[str]) -> tuple[str, Callable[[], No
         raise
     atexit.register(stop)
     return f"postgresql+psycopg://postgres@127.0.0.1:{port}/postgres", stop
+
+
+def create_database(server_url: str, name: str) -> str:
+    """Create an empty database ``name`` on the server at ``server_url``; return its URL."""
+    engine = sa.create_engine(server_url, isolation_level="AUTOCOMMIT")
+    try:
+        with engine.connect() as conn:
+            conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
+    finally:
+        engine.dispose()
+    return sa.make_url(server_url).set(database=name).render_as_string(hide_password=False)
