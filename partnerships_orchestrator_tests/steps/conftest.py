@@ -191,7 +191,7 @@ async def _status(request: Request) -> Response:
 async def _slow(request: Request) -> Response:
     # Waits on an event nobody sets: the client's timeout is what ends the call.
     with contextlib.suppress(TimeoutError):
-        await asyncio.wait_for(asyncio.Event().wait(), timeout=2)
+        await asyncio.wait_for(asyncio.Event().wait(), timeout=0.6)
     return PlainTextResponse("late")
 
 
