@@ -83,10 +83,11 @@ def _table_name(step: QueryStep) -> str:
 
 def table_select(table: str, step: QueryStep, filters: Mapping[str, Any]) -> sa.Select[Any]:
     """``select <properties or *> from "<table>" where <col = :value ...> limit n``, all quoted."""
-    columns = [sa.column(name) for name in step.properties or []] or [sa.literal_column("*")]
+    columns: list[sa.ColumnClause[Any]] = [sa.column(name) for name in step.properties or []]
+    columns = columns or [sa.literal_column("*")]
     query = sa.select(*columns).select_from(sa.table(table))
     for name, value in filters.items():
-        column = sa.column(name)
+        column: sa.ColumnClause[Any] = sa.column(name)
         is_list = isinstance(value, list | tuple)
         query = query.where(column.in_(value) if is_list else column == value)
     return query.limit(step.limit) if step.limit else query
@@ -164,7 +165,7 @@ def _crm_rows(step: QueryStep, ctx: StepContext) -> list[dict[str, Any]]:
 # ---------------------------------------------------------------- values
 
 
-def _plain_row(record: Mapping[str, Any], *, sqlite: bool) -> dict[str, Any]:
+def _plain_row(record: Mapping[Any, Any], *, sqlite: bool) -> dict[str, Any]:
     return {str(key): plain_value(value, sqlite=sqlite) for key, value in record.items()}
 
 
