@@ -158,8 +158,10 @@ class QueryStep(StepBase):
 
     @model_validator(mode="after")
     def _sql_or_object(self) -> QueryStep:
-        if (self.sql is None) == (self.object is None):
-            raise ValueError("a query step needs exactly one of `sql` or `object`")
+        if self.sql is not None and self.object is not None:
+            raise ValueError("a query step takes `sql` or `object`, not both")
+        if self.sql is None and self.object is None and not self.source.startswith("dataset:"):
+            raise ValueError("a query step needs `sql` or `object` (or `source: dataset:<id>`)")
         return self
 
 

@@ -1,0 +1,318 @@
+"""The `partnerships` command."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import click
+from rich.console import Console
+from rich.table import Table
+
+from partnerships_orchestrator.errors import PartnershipsError
+from partnerships_orchestrator.settings import Settings, load_settings
+from partnerships_orchestrator.store.jsonable import jsonable
+
+console = Console()
+errors = Console(stderr=True)
+
+
+def _settings(ctx: click.Context) -> Settings:
+    opts = ctx.find_root().params
+    return load_settings(playbooks_dir=ctx.params.get("playbooks") or opts.get("playbooks"),
+                         home=ctx.params.get("home") or opts.get("home"))
+
+
+def common_options(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """`--playbooks` and `--home` on every command (also accepted before the command name)."""
+    fn = click.option("--home", type=click.Path(file_okay=False), default=None,
+                      help="Local state folder [env PARTNERSHIPS_HOME; default ./.partnerships].")(fn)
+    fn = click.option("--playbooks", type=click.Path(file_okay=False), default=None,
+                      help="Playbooks folder [env PARTNERSHIPS_PLAYBOOKS; default ./playbooks].")(fn)
+    return fn
+
+
+def json_option(fn: Callable[..., Any]) -> Callable[..., Any]:
+    return click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")(fn)
+
+
+def _print_json(value: Any) -> None:
+    click.echo(json.dumps(jsonable(value), indent=2))
+
+
+def _fail(exc: PartnershipsError) -> None:
+    errors.print(f"[bold red]error:[/] {exc}", markup=True, highlight=False)
+    sys.exit(2)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@common_options
+@click.version_option(package_name="partnerships-orchestrator")
+def main(playbooks: str | None, home: str | None) -> None:
+    """Partnerships Orchestrator: playbooks as code for partner-relationship teams, on Dagster."""
+
+
+# ---------------------------------------------------------------- language
+
+@main.command()
+@click.argument("paths", nargs=-1, type=click.Path(exists=True))
+@common_options
+@json_option
+@click.pass_context
+def validate(ctx: click.Context, paths: Sequence[str], playbooks: str | None, home: str | None,
+             as_json: bool) -> None:
+    """Check every document (in the playbooks folder, or PATHS); exit 1 on any problem."""
+    from partnerships_orchestrator.spec.loader import load_catalog
+
+    settings = _settings(ctx)
+    targets = [Path(p) for p in paths] or [settings.playbooks_dir]
+    catalog = load_catalog(targets, templates_dir=settings.templates_dir, check_expressions=True)
+    if as_json:
+        _print_json({"documents": len(catalog.documents),
+                     "problems": [p.as_dict() for p in catalog.problems]})
+    else:
+        for problem in catalog.problems:
+            click.echo(str(problem))
+        files = len({d.file for d in catalog.documents} | set(catalog.invalid_files))
+        verdict = f"{len(catalog.problems)} problem(s)" if catalog.problems else "all valid"
+        errors.print(f"{len(catalog.documents)} document(s) in {files} file(s): {verdict}",
+                     highlight=False)
+    sys.exit(1 if catalog.problems else 0)
+
+
+@main.command(name="list")
+@common_options
+@json_option
+@click.pass_context
+def list_(ctx: click.Context, playbooks: str | None, home: str | None, as_json: bool) -> None:
+    """List the documents in the playbooks folder."""
+    from partnerships_orchestrator.spec.loader import load_catalog
+
+    settings = _settings(ctx)
+    catalog = load_catalog([settings.playbooks_dir], templates_dir=settings.templates_dir)
+    rows = [_document_row(d.model, d.file, settings) for d in catalog.documents]
+    invalid = [{"file": _rel(f, settings), "problems": len(p)} for f, p in catalog.invalid_files.items()]
+    if as_json:
+        _print_json({"documents": rows, "invalid_files": invalid})
+        return
+    table = Table("id", "kind", "name", "triggers", "steps", "owners", "file")
+    for row in rows:
+        table.add_row(row["id"], row["kind"], row["name"] or "", ", ".join(row["triggers"]),
+                      str(row["steps"] if row["steps"] is not None else ""),
+                      ", ".join(row["owners"]), row["file"])
+    console.print(table)
+    for item in invalid:
+        errors.print(f"[red]invalid:[/] {item['file']} ({item['problems']} problem(s); "
+                     "run `partnerships validate`)")
+
+
+def _rel(path: str, settings: Settings) -> str:
+    try:
+        return str(Path(path).resolve().relative_to(settings.playbooks_dir.parent))
+    except ValueError:
+        return path
+
+
+def _document_row(model: Any, file: str, settings: Settings) -> dict[str, Any]:
+    triggers = [t.type for t in getattr(model, "triggers", [])]
+    steps = getattr(model, "steps", None)
+    return {"id": model.id, "kind": model.kind, "name": model.name, "description": model.description,
+            "triggers": triggers or (["manual"] if model.kind == "playbook" else []),
+            "steps": len(steps) if steps is not None else None, "owners": model.owners,
+            "file": _rel(file, settings)}
+
+
+@main.command()
+@click.argument("playbook_id")
+@common_options
+@json_option
+@click.pass_context
+def show(ctx: click.Context, playbook_id: str, playbooks: str | None, home: str | None,
+         as_json: bool) -> None:
+    """Show a playbook's compiled step graph: parallel levels, conditions, fan-outs, error policies."""
+    from partnerships_orchestrator.graph_view import describe_playbook, render_playbook
+
+    playbook = _playbook(ctx, playbook_id)
+    view = describe_playbook(playbook)
+    if as_json:
+        _print_json(view)
+    else:
+        click.echo(render_playbook(view))
+
+
+def _playbook(ctx: click.Context, playbook_id: str) -> Any:
+    from partnerships_orchestrator.spec.loader import load_catalog
+    from partnerships_orchestrator.spec.models import Playbook
+
+    settings = _settings(ctx)
+    catalog = load_catalog([settings.playbooks_dir], templates_dir=settings.templates_dir)
+    doc = catalog.get(playbook_id)
+    if doc is None or not isinstance(doc, Playbook):
+        known = ", ".join(p.id for p in catalog.playbooks()) or "none"
+        bad = [str(p) for p in catalog.problems if playbook_id in p.file]
+        hint = f"playbooks here: {known}" + ("; " + bad[0] if bad else "")
+        _fail(PartnershipsError(f"no valid playbook `{playbook_id}`", hint=hint))
+    return doc
+
+
+@main.command()
+def schema() -> None:
+    """Print the JSON Schema of every document kind (for editors)."""
+    from partnerships_orchestrator.spec.schema import document_schema
+
+    _print_json(document_schema())
+
+
+# ---------------------------------------------------------------- running
+
+@main.command()
+@click.argument("playbook_id")
+@click.option("--input", "-i", "inputs", multiple=True, metavar="KEY=VALUE",
+              help="A run input; repeat for several. Lists and objects take JSON.")
+@common_options
+@json_option
+@click.option("--quiet", "-q", is_flag=True, help="No live progress, just the summary.")
+@click.pass_context
+def run(ctx: click.Context, playbook_id: str, inputs: Sequence[str], playbooks: str | None,
+        home: str | None, as_json: bool, quiet: bool) -> None:
+    """Run a playbook in this process with live step progress; exit 1 if the run failed."""
+    from partnerships_orchestrator.run_local import run_playbook
+
+    settings = _settings(ctx)
+    given = {}
+    for pair in inputs:
+        key, sep, value = pair.partition("=")
+        if not sep:
+            _fail(PartnershipsError(f"--input `{pair}` is not KEY=VALUE", hint="e.g. --input since_days=7"))
+        given[key.strip()] = value
+    try:
+        summary = run_playbook(settings, playbook_id, given, progress=not (quiet or as_json))
+    except PartnershipsError as exc:
+        _fail(exc)
+    if as_json:
+        _print_json(summary.as_dict())
+    else:
+        summary.print(console)
+    sys.exit(0 if summary.success else 1)
+
+
+@main.command()
+@common_options
+@json_option
+@click.option("--run", "run_id", default=None, help="Only this run's messages.")
+@click.option("--channel", default=None, type=click.Choice(["email", "sms", "slack", "teams"]))
+@click.option("--limit", default=None, type=int, help="At most this many (newest last).")
+@click.pass_context
+def outbox(ctx: click.Context, playbooks: str | None, home: str | None, as_json: bool,
+           run_id: str | None, channel: str | None, limit: int | None) -> None:
+    """List what the sandbox outbox delivered."""
+    from partnerships_orchestrator.store.state import StateStore
+
+    messages = StateStore(_settings(ctx).state_url).outbox(run_id=run_id, channel=channel)
+    messages = messages[-limit:] if limit else messages
+    if as_json:
+        _print_json(messages)
+        return
+    table = Table("time", "channel", "to", "subject", "body", "playbook", "run", "step")
+    for m in messages:
+        table.add_row(m["created_at"].strftime("%Y-%m-%d %H:%M:%S"), m["channel"], m["recipient"],
+                      m["subject"] or "", _short(m["body"]), m["playbook"] or "",
+                      (m["run_id"] or "")[:8], m["step"] or "")
+    console.print(table)
+    errors.print(f"{len(messages)} message(s)", highlight=False)
+
+
+def _short(text: str, width: int = 60) -> str:
+    flat = " ".join(text.split())
+    return flat if len(flat) <= width else flat[: width - 1] + "…"
+
+
+@main.command(name="dead-letters")
+@common_options
+@json_option
+@click.option("--playbook", "playbook_id", default=None, help="Only this playbook's.")
+@click.option("--run", "run_id", default=None, help="Only this run's.")
+@click.pass_context
+def dead_letters(ctx: click.Context, playbooks: str | None, home: str | None, as_json: bool,
+                 playbook_id: str | None, run_id: str | None) -> None:
+    """List failures that ended in skip, abort or exhausted retries."""
+    from partnerships_orchestrator.store.state import StateStore
+
+    letters = StateStore(_settings(ctx).state_url).dead_letters(playbook=playbook_id, run_id=run_id)
+    if as_json:
+        _print_json(letters)
+        return
+    table = Table("id", "time", "playbook", "step", "action", "attempts", "error", "run")
+    for d in letters:
+        table.add_row(str(d["id"]), d["created_at"].strftime("%Y-%m-%d %H:%M:%S"), d["playbook"],
+                      d["step"], d["action"], str(d["attempts"]), _short(d["error"], 70),
+                      d["run_id"][:8])
+    console.print(table)
+    errors.print(f"{len(letters)} dead letter(s)", highlight=False)
+
+
+# ---------------------------------------------------------------- the product
+
+@main.command()
+@common_options
+@click.option("--reset", is_flag=True, help="Drop the demo rows and seed them again.")
+@click.pass_context
+def seed(ctx: click.Context, playbooks: str | None, home: str | None, reset: bool) -> None:
+    """Create the partner warehouse schema and seed demo data (if empty)."""
+    counts = _seed(_settings(ctx), reset=reset)
+    click.echo(", ".join(f"{n} {t}" for t, n in counts.items()))
+
+
+def _seed(settings: Settings, reset: bool = False) -> dict[str, int]:
+    from partnerships_orchestrator.demo import seed_demo_data
+    from partnerships_orchestrator.warehouse import create_engine_for, ensure_schema
+
+    engine = create_engine_for(settings.warehouse_url)
+    ensure_schema(engine)
+    return seed_demo_data(engine, reset=reset)
+
+
+@main.command()
+@common_options
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=3000, show_default=True, type=int)
+@click.option("--no-seed", is_flag=True, help="Do not seed the demo warehouse.")
+@click.pass_context
+def up(ctx: click.Context, playbooks: str | None, home: str | None, host: str, port: int,
+       no_seed: bool) -> None:
+    """Start the product: Dagster webserver + daemon with the playbooks loaded. Ctrl-C stops all."""
+    from partnerships_orchestrator import launcher
+    from partnerships_orchestrator.spec.loader import load_catalog
+
+    settings = _settings(ctx)
+    settings.home.mkdir(parents=True, exist_ok=True)
+    os.environ["DAGSTER_HOME"] = str(launcher.prepare_dagster_home(settings))
+    if not no_seed and "PARTNER_WAREHOUSE_URL" not in os.environ:
+        counts = _seed(settings)
+        errors.print(f"warehouse: {settings.warehouse_db} ({counts.get('partners', 0)} partners)")
+    catalog = load_catalog([settings.playbooks_dir], templates_dir=settings.templates_dir)
+    errors.print(f"playbooks: {settings.playbooks_dir} ({len(catalog.playbooks())} valid, "
+                 f"{len(catalog.invalid_files)} invalid file(s))")
+    for problem in catalog.problems:
+        errors.print(f"  [yellow]{problem}[/]", highlight=False)
+    errors.print(f"state: {settings.home}   dagster home: {settings.dagster_home}")
+    stack = launcher.start_stack(settings, host, port)
+    url = f"http://{host}:{port}"
+    errors.print(f"starting Dagster webserver and daemon (logs in {settings.home / 'logs'}) ...")
+    if not launcher.wait_until_ready(url, stack):
+        errors.print("[red]the webserver did not come up; see the logs above[/]")
+        stack.stop()
+        sys.exit(1)
+    errors.print(f"[bold green]ready:[/] {url}   (Ctrl-C to stop)")
+    code = launcher.run_until_signalled(
+        stack, lambda why: errors.print(f"stopping ({why}) ...", highlight=False))
+    errors.print("stopped")
+    sys.exit(code)
+
+
+if __name__ == "__main__":
+    main()

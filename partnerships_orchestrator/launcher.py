@@ -1,0 +1,152 @@
+"""`partnerships up`: prepare local state and run the Dagster webserver and daemon until stopped.
+
+The launcher owns its children: each runs in its own process group, and Ctrl-C (SIGINT) or
+SIGTERM terminates every group, then kills what is left after a grace period, so nothing
+outlives it.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+
+from partnerships_orchestrator.settings import Settings
+
+GRACE_SECONDS = 6.0
+READY_TIMEOUT = 180.0
+PACKAGE_ROOT = Path(__file__).resolve().parent.parent
+
+
+def instance_config_source() -> Path:
+    """The shipped `dagster.yaml` (the checkout's, else the copy inside the package)."""
+    return PACKAGE_ROOT / "dagster.yaml"
+
+
+def workspace_file() -> Path:
+    return PACKAGE_ROOT / "workspace.yaml"
+
+
+def prepare_dagster_home(settings: Settings) -> Path:
+    """Make DAGSTER_HOME and put the product's `dagster.yaml` there (Dagster reads it from there)."""
+    home = settings.dagster_home
+    home.mkdir(parents=True, exist_ok=True)
+    target = home / "dagster.yaml"
+    user_home = "DAGSTER_HOME" in os.environ
+    if not (user_home and target.exists()):
+        shutil.copyfile(instance_config_source(), target)
+    return home
+
+
+def child_environment(settings: Settings) -> dict[str, str]:
+    """Environment for the webserver, daemon and code servers: every location made explicit."""
+    env = dict(os.environ)
+    env.update(
+        DAGSTER_HOME=str(settings.dagster_home),
+        PARTNERSHIPS_HOME=str(settings.home),
+        PARTNERSHIPS_PLAYBOOKS=str(settings.playbooks_dir),
+        PARTNERSHIPS_TEMPLATES=str(settings.templates_dir),
+    )
+    return env
+
+
+@dataclass
+class Stack:
+    """The processes `partnerships up` started, each leading its own process group."""
+
+    processes: list[subprocess.Popen[bytes]] = field(default_factory=list)
+
+    def start(self, args: list[str], env: dict[str, str], log: Path) -> None:
+        log.parent.mkdir(parents=True, exist_ok=True)
+        out = log.open("ab")
+        self.processes.append(subprocess.Popen(
+            args, env=env, cwd=PACKAGE_ROOT, stdout=out, stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL, start_new_session=True,
+        ))
+
+    def alive(self) -> bool:
+        return all(p.poll() is None for p in self.processes)
+
+    def stop(self, grace: float = GRACE_SECONDS) -> None:
+        """Terminate every group, wait up to ``grace`` seconds, then kill whatever is left."""
+        for proc in self.processes:
+            _signal_group(proc, signal.SIGTERM)
+        deadline = time.monotonic() + grace
+        for proc in self.processes:
+            try:
+                proc.wait(timeout=max(0.0, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                pass
+        for proc in self.processes:
+            _signal_group(proc, signal.SIGKILL)
+            try:
+                proc.wait(timeout=2)
+            except subprocess.TimeoutExpired:
+                pass
+
+
+def _signal_group(proc: subprocess.Popen[bytes], sig: signal.Signals) -> None:
+    try:
+        os.killpg(proc.pid, sig)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+def _bin(name: str) -> str:
+    """A console script of this environment (next to the running interpreter)."""
+    candidate = Path(sys.executable).parent / name
+    return str(candidate) if candidate.exists() else name
+
+
+def start_stack(settings: Settings, host: str, port: int) -> Stack:
+    env = child_environment(settings)
+    logs = settings.home / "logs"
+    stack = Stack()
+    workspace = str(workspace_file())
+    stack.start([_bin("dagster-webserver"), "-h", host, "-p", str(port), "-w", workspace],
+                env, logs / "webserver.log")
+    stack.start([_bin("dagster-daemon"), "run", "-w", workspace], env, logs / "daemon.log")
+    return stack
+
+
+def wait_until_ready(url: str, stack: Stack, timeout: float = READY_TIMEOUT,
+                     on_wait: Callable[[], None] | None = None) -> bool:
+    """Poll the webserver's `/server_info` until it answers (or a child died, or time ran out)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and stack.alive():
+        try:
+            if httpx.get(f"{url}/server_info", timeout=2).status_code == 200:
+                return True
+        except httpx.HTTPError:
+            pass
+        if on_wait:
+            on_wait()
+        time.sleep(0.5)
+    return False
+
+
+def run_until_signalled(stack: Stack, on_stop: Callable[[str], None]) -> int:
+    """Block until SIGINT/SIGTERM or a child exits; then stop everything. Returns an exit code."""
+    received: list[str] = []
+
+    def handler(signum: int, _frame: object) -> None:
+        received.append(signal.Signals(signum).name)
+
+    previous = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        while not received and stack.alive():
+            time.sleep(0.2)
+    finally:
+        on_stop(received[0] if received else "a process exited")
+        stack.stop()
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+    return 0 if received else 1
