@@ -187,8 +187,7 @@ class StepGraph:
                 ShapeIssue(
                     step_id,
                     "for_each",
-                    f"nested fan-out: `{step_id}` already runs once per item of "
-                    f"`{upstream[0]}`",
+                    f"nested fan-out: `{step_id}` already runs once per item of `{upstream[0]}`",
                     COLLECT_FIRST,
                 )
             ]
