@@ -1,0 +1,542 @@
+"""Checks beyond one model's shape: ids, references, the step graph, schedules and inputs.
+
+Every check returns :class:`Finding` s (a path in a document, a message, a hint); the loader
+locates them in their files. Checks never raise and never stop at the first problem.
+"""
+
+from __future__ import annotations
+
+import zoneinfo
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from datetime import date, datetime
+from functools import lru_cache
+from pathlib import Path
+from typing import Any, cast
+
+from pydantic import TypeAdapter, ValidationError
+
+from partnerships_orchestrator.spec.expression_checks import PlaybookExpressions
+from partnerships_orchestrator.spec.graph import StepGraph
+from partnerships_orchestrator.spec.models import (
+    CommunicateStep,
+    Connections,
+    CronTrigger,
+    Dataset,
+    DatasetTrigger,
+    InputSpec,
+    Metrics,
+    Playbook,
+    QueryStep,
+    Report,
+    Schedule,
+    Step,
+    StepBase,
+    Sync,
+    TemplateStep,
+)
+from partnerships_orchestrator.spec.problems import Finding, Loc
+from partnerships_orchestrator.spec.suggest import did_you_mean, listing, show
+
+DocumentModel = Playbook | Sync | Dataset | Report | Metrics | Connections
+CRON_HINT = "five fields: minute hour day-of-month month day-of-week, e.g. `0 9 * * 1-5`"
+
+
+@dataclass
+class CheckContext:
+    """What checks of one document need to know about the rest of the folder."""
+
+    asset_ids: frozenset[str] = frozenset()
+    templates_dir: Path | None = None
+    check_expressions: bool = True
+    _template_files: list[str] | None = field(default=None, repr=False)
+
+    def knows_asset(self, asset_id: str) -> bool:
+        return asset_id in self.asset_ids or _normal(asset_id) in self._normal_assets
+
+    @property
+    def _normal_assets(self) -> frozenset[str]:
+        return frozenset(_normal(a) for a in self.asset_ids)
+
+    def template_files(self) -> list[str]:
+        """Files under the templates folder, as relative POSIX paths (listed once, on demand)."""
+        if self._template_files is None:
+            root = self.templates_dir
+            files = root.rglob("*") if root is not None and root.is_dir() else iter(())
+            self._template_files = sorted(
+                p.relative_to(root).as_posix() for p in files if p.is_file() and root
+            )
+        return self._template_files
+
+
+def _normal(name: str) -> str:
+    """Ids as Dagster names them: `-` becomes `_`."""
+    return name.replace("-", "_")
+
+
+def asset_ids_of(models: Sequence[DocumentModel]) -> set[str]:
+    """Sync object assets (``<sync id>_<object>``) and dataset, metrics and report ids."""
+    ids: set[str] = set()
+    for model in models:
+        if isinstance(model, Sync):
+            ids.update(model.asset_ids())
+        elif isinstance(model, Dataset | Metrics | Report):
+            ids.add(model.id)
+    return ids
+
+
+# ---------------------------------------------------------------- one document
+
+
+def check_document(
+    model: DocumentModel, file: str, index: int, context: CheckContext
+) -> list[Finding]:
+    """Every problem of one valid model that needs more than its own shape to see."""
+    if isinstance(model, Playbook):
+        return check_playbook(model, file, index, context)
+    findings: list[Finding] = []
+    schedule = getattr(model, "schedule", None)
+    if isinstance(schedule, Schedule):
+        findings += _schedule_problems(schedule.cron, schedule.timezone, ("schedule",), file, index)
+    if isinstance(model, Report):
+        findings += _report_problems(model, file, index, context)
+    return findings
+
+
+def _report_problems(report: Report, file: str, index: int, context: CheckContext) -> list[Finding]:
+    findings = [
+        Finding(file, index, ("data", n), *_unknown_asset(ref, context))
+        for n, ref in enumerate(report.data)
+        if not context.knows_asset(ref)
+    ]
+    problem = _template_problem(report.template, context)
+    if problem:
+        findings.append(Finding(file, index, ("template",), *problem))
+    return findings
+
+
+def check_playbook(
+    playbook: Playbook,
+    file: str,
+    index: int,
+    context: CheckContext,
+    graph: StepGraph | None = None,
+) -> list[Finding]:
+    """Step ids, dependencies, fan-out shape, triggers, inputs, references and expressions."""
+    graph = graph or StepGraph.of(playbook)
+    findings = [
+        *_step_id_problems(playbook, file, index),
+        *_dependency_problems(playbook, graph, file, index),
+        *_shape_problems(playbook, graph, file, index),
+        *_trigger_problems(playbook, file, index, context),
+        *_input_problems(playbook, file, index),
+        *_step_reference_problems(playbook, file, index, context),
+    ]
+    if context.check_expressions:
+        findings += PlaybookExpressions(playbook, graph, file, index).findings()
+    return findings
+
+
+def _step_id_problems(playbook: Playbook, file: str, index: int) -> Iterator[Finding]:
+    first: dict[str, int] = {}
+    normal: dict[str, int] = {}
+    for position, step in enumerate(playbook.steps):
+        loc: Loc = ("steps", position, "id")
+        if step.id in first:
+            yield Finding(
+                file,
+                index,
+                loc,
+                f"duplicate step id `{step.id}`",
+                f"`steps[{first[step.id]}]` already has it; step ids are unique in a playbook",
+            )
+            continue
+        first[step.id] = position
+        other = normal.setdefault(_normal(step.id), position)
+        if other != position:
+            other_id = playbook.steps[other].id
+            yield Finding(
+                file,
+                index,
+                loc,
+                f"step id `{step.id}` collides with `{other_id}` (`steps[{other}]`): "
+                f"both become the Dagster op `{_normal(step.id)}`",
+                "rename one of them",
+            )
+
+
+def _first_positions(playbook: Playbook) -> dict[str, int]:
+    """Where each step id is first declared."""
+    positions: dict[str, int] = {}
+    for position, step in enumerate(playbook.steps):
+        positions.setdefault(step.id, position)
+    return positions
+
+
+def _dependency_problems(
+    playbook: Playbook, graph: StepGraph, file: str, index: int
+) -> Iterator[Finding]:
+    for position, step in enumerate(playbook.steps):
+        for n, dep in enumerate(step.depends_on):
+            if dep not in graph.steps:
+                others = [s for s in graph.ids if s != step.id]
+                yield Finding(
+                    file,
+                    index,
+                    ("steps", position, "depends_on", n),
+                    f"`depends_on` names no step `{dep}`",
+                    did_you_mean(dep, others, "steps in this playbook"),
+                )
+    cycle = graph.find_cycle()
+    if cycle:
+        position = _first_positions(playbook)[cycle[0]]
+        n = playbook.steps[position].depends_on.index(cycle[1])
+        yield Finding(
+            file,
+            index,
+            ("steps", position, "depends_on", n),
+            "dependency cycle: " + " -> ".join(cycle),
+            "each step depends on the next; remove one of these `depends_on` entries",
+        )
+
+
+def _shape_problems(
+    playbook: Playbook, graph: StepGraph, file: str, index: int
+) -> Iterator[Finding]:
+    positions = _first_positions(playbook)
+    for issue in graph.shape_issues():
+        position = positions[issue.step]
+        yield Finding(file, index, ("steps", position, issue.key), issue.message, issue.hint)
+
+
+def _trigger_problems(
+    playbook: Playbook, file: str, index: int, context: CheckContext
+) -> Iterator[Finding]:
+    for n, trigger in enumerate(playbook.triggers):
+        if isinstance(trigger, CronTrigger):
+            yield from _schedule_problems(
+                trigger.cron, trigger.timezone, ("triggers", n), file, index
+            )
+        elif isinstance(trigger, DatasetTrigger) and not context.knows_asset(trigger.dataset):
+            yield Finding(
+                file, index, ("triggers", n, "dataset"), *_unknown_asset(trigger.dataset, context)
+            )
+
+
+def _unknown_asset(ref: str, context: CheckContext) -> tuple[str, str]:
+    known = sorted(context.asset_ids)
+    return (f"unknown dataset `{ref}`", did_you_mean(ref, known, "known datasets and assets"))
+
+
+def _schedule_problems(
+    cron: str, timezone: str, loc: Loc, file: str, index: int
+) -> Iterator[Finding]:
+    if not valid_cron(cron):
+        yield Finding(file, index, (*loc, "cron"), f"invalid cron {show(cron)}", CRON_HINT)
+    if not valid_timezone(timezone):
+        yield Finding(
+            file,
+            index,
+            (*loc, "timezone"),
+            f"unknown timezone {show(timezone)}",
+            did_you_mean(timezone, sorted(zoneinfo.available_timezones()), "IANA time zones"),
+        )
+
+
+@lru_cache(maxsize=1024)
+def valid_cron(cron: str) -> bool:
+    """Dagster's own rule (five fields, no 30th of February); imported only when needed."""
+    from dagster._utils.schedules import is_valid_cron_string
+
+    return bool(is_valid_cron_string(cron))
+
+
+@lru_cache(maxsize=1024)
+def valid_timezone(name: str) -> bool:
+    try:
+        zoneinfo.ZoneInfo(name)
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+        return False
+    return True
+
+
+# ---------------------------------------------------------------- playbooks pydantic refused
+
+_STEP: TypeAdapter[Any] = TypeAdapter(Step)
+_INPUTS: TypeAdapter[dict[str, InputSpec]] = TypeAdapter(dict[str, InputSpec])
+
+
+def check_refused_playbook(
+    data: dict[str, Any], file: str, index: int, context: CheckContext
+) -> list[Finding]:
+    """Graph, reference and expression problems of a playbook the models refused.
+
+    So that one unknown key does not hide a cycle: steps that validate (once unknown keys are
+    dropped) are checked fully; the others count only by their id and `depends_on`.
+    """
+    raw_steps = data.get("steps")
+    if not isinstance(raw_steps, list) or not all(
+        isinstance(s, dict) and isinstance(s.get("id"), str) for s in raw_steps
+    ):
+        return []
+    steps = [_salvage_step(raw) for raw in raw_steps]
+    broken = frozenset(
+        raw["id"] for raw, step in zip(raw_steps, steps, strict=True) if step is None
+    )
+    try:
+        inputs, inputs_ok = _INPUTS.validate_python(data.get("inputs") or {}), True
+    except ValidationError:
+        inputs, inputs_ok = {}, False
+    playbook = Playbook.model_construct(
+        id=str(data.get("id")),
+        steps=[step or _placeholder(raw) for raw, step in zip(raw_steps, steps, strict=True)],
+        inputs=inputs,
+        triggers=[],
+    )
+    graph = StepGraph.of(playbook)
+    findings = [
+        *_step_id_problems(playbook, file, index),
+        *_dependency_problems(playbook, graph, file, index),
+        *_shape_problems(playbook, graph, file, index),
+        *_step_reference_problems(playbook, file, index, context),
+    ]
+    if context.check_expressions:
+        checker = PlaybookExpressions(
+            playbook, graph, file, index, skip_steps=broken, check_inputs=inputs_ok
+        )
+        findings += checker.findings()
+    return findings
+
+
+def _salvage_step(raw: dict[str, Any]) -> StepBase | None:
+    """The step, if it validates once its unknown keys are dropped."""
+    try:
+        return cast(StepBase, _STEP.validate_python(raw))
+    except ValidationError as exc:
+        unknown = {e["loc"][-1] for e in exc.errors() if e["type"] == "extra_forbidden"}
+        if not unknown or len(unknown) != len(exc.errors()):
+            return None
+    try:
+        return cast(
+            StepBase, _STEP.validate_python({k: v for k, v in raw.items() if k not in unknown})
+        )
+    except ValidationError:
+        return None
+
+
+def _placeholder(raw: dict[str, Any]) -> StepBase:
+    """A broken step reduced to what the graph needs."""
+    depends_on = raw.get("depends_on")
+    for_each = raw.get("for_each")
+    return StepBase.model_construct(
+        id=raw["id"],
+        depends_on=[d for d in depends_on if isinstance(d, str)]
+        if isinstance(depends_on, list)
+        else [],
+        for_each=for_each if isinstance(for_each, str) else None,
+        collect=raw.get("collect") is True,
+    )
+
+
+# ---------------------------------------------------------------- inputs
+
+_TYPE_NAMES = {
+    "string": "a string",
+    "integer": "an integer",
+    "number": "a number",
+    "boolean": "`true` or `false`",
+    "date": "a date like `2024-01-31`",
+    "datetime": "a date-time like `2024-01-31T09:00:00Z`",
+    "list": "a list",
+    "object": "a mapping",
+}
+
+
+def _is_iso(value: Any, parse: Any) -> bool:
+    try:
+        parse(str(value).replace("Z", "+00:00"))
+    except ValueError:
+        return False
+    return True
+
+
+def fits_type(value: Any, type_name: str) -> bool:
+    """Does ``value`` (as YAML or JSON gives it) fit an input's ``type``?"""
+    if type_name == "string":
+        return isinstance(value, str)
+    if type_name in ("integer", "number") and isinstance(value, bool):
+        return False
+    if type_name == "integer":
+        return isinstance(value, int)
+    if type_name == "number":
+        return isinstance(value, int | float)
+    if type_name == "boolean":
+        return isinstance(value, bool)
+    if type_name == "date":
+        return (
+            isinstance(value, date)
+            and not isinstance(value, datetime)
+            or (isinstance(value, str) and _is_iso(value, date.fromisoformat))
+        )
+    if type_name == "datetime":
+        return isinstance(value, date) or (
+            isinstance(value, str) and _is_iso(value, datetime.fromisoformat)
+        )
+    if type_name == "list":
+        return isinstance(value, list)
+    return isinstance(value, dict)
+
+
+def _input_problems(playbook: Playbook, file: str, index: int) -> Iterator[Finding]:
+    for name, spec in playbook.inputs.items():
+        yield from _input_value_problems(name, spec, file, index)
+    crons = [n for n, t in enumerate(playbook.triggers) if isinstance(t, CronTrigger)]
+    if not crons:
+        return
+    for name, spec in playbook.inputs.items():
+        if spec.is_required and spec.default is None:
+            yield Finding(
+                file,
+                index,
+                ("inputs", name),
+                f"required input `{name}` has no default, but the cron trigger "
+                f"`triggers[{crons[0]}]` starts runs without inputs",
+                "give it a `default`, or set `required: false`",
+            )
+
+
+def _input_value_problems(name: str, spec: InputSpec, file: str, index: int) -> Iterator[Finding]:
+    expected = _TYPE_NAMES[spec.type]
+    for n, choice in enumerate(spec.enum or []):
+        if not fits_type(choice, spec.type):
+            yield Finding(
+                file,
+                index,
+                ("inputs", name, "enum", n),
+                f"enum value {show(choice)} of input `{name}` is not {expected}",
+                f"`type: {spec.type}` needs {expected}",
+            )
+    if spec.default is None:
+        return
+    loc: Loc = ("inputs", name, "default")
+    if not fits_type(spec.default, spec.type):
+        yield Finding(
+            file,
+            index,
+            loc,
+            f"default {show(spec.default)} of input `{name}` is not {expected}",
+            f"`type: {spec.type}` needs {expected}",
+        )
+    elif spec.enum is not None and spec.default not in spec.enum:
+        yield Finding(
+            file,
+            index,
+            loc,
+            f"default {show(spec.default)} of input `{name}` is not one of its `enum`",
+            f"valid values: {listing(show(v).strip('`') for v in spec.enum)}",
+        )
+
+
+# ---------------------------------------------------------------- references in steps
+
+
+def _step_reference_problems(
+    playbook: Playbook, file: str, index: int, context: CheckContext
+) -> Iterator[Finding]:
+    for position, step in enumerate(playbook.steps):
+        if isinstance(step, QueryStep) and step.source.startswith("dataset:"):
+            ref = step.source.removeprefix("dataset:")
+            if not context.knows_asset(ref):
+                yield Finding(
+                    file, index, ("steps", position, "source"), *_unknown_asset(ref, context)
+                )
+        if isinstance(step, TemplateStep | CommunicateStep) and step.template is not None:
+            problem = _template_problem(step.template, context)
+            if problem:
+                yield Finding(file, index, ("steps", position, "template"), *problem)
+
+
+def _template_problem(name: str, context: CheckContext) -> tuple[str, str] | None:
+    """Message and hint when template file ``name`` is not under the templates folder."""
+    root = context.templates_dir
+    if root is None:
+        return None
+    path = (root / name).resolve()
+    if not path.is_relative_to(root.resolve()):
+        return (f"template path `{name}` leaves the templates folder", f"a path under `{root}`")
+    if path.is_file():
+        return None
+    return (
+        f"template file `{name}` not found under `{root}`",
+        did_you_mean(name, context.template_files(), "templates"),
+    )
+
+
+# ---------------------------------------------------------------- across documents
+
+
+@dataclass(frozen=True)
+class Placed:
+    """A valid model and where it was read from."""
+
+    model: DocumentModel
+    file: str
+    index: int
+
+    @property
+    def where(self) -> str:
+        return self.file if self.index == 0 else f"{self.file} (document {self.index + 1})"
+
+
+def check_folder(documents: Sequence[Placed]) -> list[Finding]:
+    """Ids unique across the folder (also once `-` becomes `_`), and asset ids too.
+
+    The later document (in file order) is the one reported, so adding a file never hides a
+    document that loaded before.
+    """
+    return [*_duplicate_ids(documents), *_duplicate_assets(documents)]
+
+
+def _duplicate_ids(documents: Sequence[Placed]) -> Iterator[Finding]:
+    seen: dict[str, Placed] = {}
+    for doc in documents:
+        model = doc.model
+        other = seen.setdefault(_normal(model.id), doc)
+        if other is doc:
+            continue
+        if other.model.id == model.id:
+            message = (
+                f"duplicate id `{model.id}`: the {other.model.kind} in {other.where} has it too"
+            )
+        else:
+            message = (
+                f"id `{model.id}` collides with `{other.model.id}` ({other.model.kind} in "
+                f"{other.where}): both become the Dagster name `{_normal(model.id)}`"
+            )
+        hint = "ids are unique across the folder, whatever the kind; rename one"
+        yield Finding(doc.file, doc.index, ("id",), message, hint)
+
+
+def _duplicate_assets(documents: Sequence[Placed]) -> Iterator[Finding]:
+    seen: dict[str, Placed] = {}
+    for doc in documents:
+        for loc, asset_id in _assets_with_locs(doc.model):
+            other = seen.setdefault(_normal(asset_id), doc)
+            if other is doc or _normal(other.model.id) == _normal(doc.model.id):
+                continue  # the same document, or a duplicate id reported already
+            yield Finding(
+                doc.file,
+                doc.index,
+                loc,
+                f"asset `{asset_id}` is also made by the {other.model.kind} "
+                f"`{other.model.id}` in {other.where}",
+                "asset ids are unique; rename this document or that one",
+            )
+
+
+def _assets_with_locs(model: DocumentModel) -> list[tuple[Loc, str]]:
+    if isinstance(model, Sync):
+        return [(("objects", n), a) for n, a in enumerate(model.asset_ids())]
+    if isinstance(model, Dataset | Metrics | Report):
+        return [(("id",), model.id)]
+    return []
