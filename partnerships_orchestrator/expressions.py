@@ -14,7 +14,7 @@ from datetime import UTC, date, datetime, timedelta
 from functools import lru_cache
 from typing import Any
 
-from jinja2 import StrictUndefined, TemplateSyntaxError, UndefinedError, nodes
+from jinja2 import StrictUndefined, TemplateSyntaxError, Undefined, UndefinedError, nodes
 from jinja2.sandbox import SandboxedEnvironment, SecurityError
 
 from partnerships_orchestrator.errors import ExpressionError
@@ -147,7 +147,10 @@ def _explain(source: str, exc: Exception) -> ExpressionError:
 def evaluate(source: str, scope: Mapping[str, Any]) -> Any:
     """Evaluate a bare expression against ``scope``."""
     try:
-        return _compiled(source)(**scope)
+        value = _compiled(source)(**scope)
+        if isinstance(value, Undefined):  # a bare unknown name must fail, not pass silently
+            value._fail_with_undefined_error()
+        return value
     except Exception as exc:  # every failure becomes one ExpressionError naming the expression
         raise _explain(source, exc) from exc
 

@@ -27,12 +27,12 @@ from partnerships_orchestrator.spec.models import OnError, Playbook, QueryStep, 
 CHANNEL_KEYS = ("email", "sms", "slack", "teams")
 
 
-def _policy(playbook: Playbook, step: StepBase) -> OnError:
+def step_policy(playbook: Playbook, step: StepBase) -> OnError:
     defaults = playbook.defaults.on_error if playbook.defaults else None
     return step.on_error or defaults or DEFAULT_POLICY
 
 
-def _timeout(playbook: Playbook, step: StepBase) -> float | None:
+def step_timeout(playbook: Playbook, step: StepBase) -> float | None:
     return step.timeout_seconds or (playbook.defaults.timeout_seconds if playbook.defaults else None)
 
 
@@ -65,11 +65,15 @@ def plan_steps(playbook: Playbook, graph: StepGraph) -> dict[str, StepPlan]:
                 for source in sorted(f for f in fanouts if f):
                     edges.append(Edge(naming.input_name(f"{source}_base"), source, "base"))
                 region = tuple(
-                    s for s in graph.upstream(step.id) if graph.fanout_of(s) in fanouts
+                    s for s in graph.order if s in graph.upstream(step.id)
+                    and graph.fanout_of(s) in fanouts
                 )
+                # every fanned-out step upstream is gathered, so each one's list is complete
+                direct = set(graph.deps(step.id))
+                edges += [Edge(naming.input_name(s), s, "collected") for s in region if s not in direct]
         plans[step.id] = StepPlan(
-            playbook=playbook, step=step, policy=_policy(playbook, step),
-            timeout=_timeout(playbook, step), mapped=fanout is not None, edges=tuple(edges),
+            playbook=playbook, step=step, policy=step_policy(playbook, step),
+            timeout=step_timeout(playbook, step), mapped=fanout is not None, edges=tuple(edges),
             region=region, resource_keys=_resource_keys(step),
         )
     return plans
@@ -77,7 +81,7 @@ def plan_steps(playbook: Playbook, graph: StepGraph) -> dict[str, StepPlan]:
 
 def _fanout_plan(playbook: Playbook, graph: StepGraph, step: StepBase) -> StepPlan:
     edges = tuple(Edge(naming.input_name(dep), dep) for dep in graph.deps(step.id))
-    return StepPlan(playbook=playbook, step=step, policy=_policy(playbook, step), timeout=None,
+    return StepPlan(playbook=playbook, step=step, policy=step_policy(playbook, step), timeout=None,
                     mapped=False, edges=edges)
 
 
