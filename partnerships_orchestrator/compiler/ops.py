@@ -285,6 +285,6 @@ def _handle_failure(plan: StepPlan, context: OpExecutionContext, ctx: StepContex
     if retryable and attempt < policy.max_attempts:
         context.log.warning(f"`{ctx.step_key}` attempt {attempt}/{policy.max_attempts} failed: {message}")
         raise dg.Failure(f"attempt {attempt}/{policy.max_attempts} failed: {message}") from exc
-    dead_letter("retry_exhausted" if policy.max_attempts > 1 else "failed")
+    dead_letter("retry_exhausted" if retryable and policy.max_attempts > 1 else "failed")
     raise dg.Failure(f"step `{ctx.step_key}` failed after {attempt} attempt(s): {message}",
                      allow_retries=False) from exc

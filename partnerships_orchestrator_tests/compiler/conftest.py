@@ -54,12 +54,15 @@ class Receiver:
     calls: list[dict[str, Any]] = field(default_factory=list)
     fail_first: int = 0
     release: threading.Event = field(default_factory=threading.Event)
-    arrived: dict[str, asyncio.Event] = field(default_factory=dict)
+    met: int = 0
+    all_met: threading.Event = field(default_factory=threading.Event)
 
     def reset(self) -> None:
         self.calls.clear()
         self.fail_first = 0
         self.release = threading.Event()
+        self.met = 0
+        self.all_met = threading.Event()
 
 
 @pytest.fixture(scope="session")
@@ -78,7 +81,16 @@ def receiver() -> Iterator[Receiver]:
         await asyncio.get_running_loop().run_in_executor(None, rec.release.wait, 30)
         return JSONResponse({"ok": True})
 
+    async def meet(request: Request) -> Response:
+        """Answers only once two callers are waiting at the same time (proof of parallelism)."""
+        rec.met += 1
+        if rec.met >= 2:
+            rec.all_met.set()
+        ok = await asyncio.get_running_loop().run_in_executor(None, rec.all_met.wait, 60)
+        return JSONResponse({"met": ok}, status_code=200 if ok else 504)
+
     app = Starlette(routes=[Route("/hook", hook, methods=["POST", "GET"]),
+                            Route("/meet", meet, methods=["POST"]),
                             Route("/slow", slow, methods=["POST", "GET"])])
     with serve(app) as server:
         rec.url = server.url
