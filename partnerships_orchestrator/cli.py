@@ -17,8 +17,14 @@ from partnerships_orchestrator.errors import PartnershipsError
 from partnerships_orchestrator.settings import Settings, load_settings
 from partnerships_orchestrator.store.jsonable import jsonable
 
-console = Console()
-errors = Console(stderr=True)
+def _console(stderr: bool = False) -> Console:
+    """Rich output; wide when piped so tables and summaries are not folded at 80 columns."""
+    probe = Console(stderr=stderr)
+    return probe if probe.is_terminal else Console(stderr=stderr, width=200)
+
+
+console = _console()
+errors = _console(stderr=True)
 
 
 def _settings(ctx: click.Context) -> Settings:

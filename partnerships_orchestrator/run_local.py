@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+import logging
 import threading
 import time
 from dataclasses import dataclass, field
 from typing import Any
 
 import dagster as dg
+from dagster._core.utils import make_new_run_id
 from rich.console import Console
 from rich.live import Live
 from rich.table import Table
@@ -106,14 +108,23 @@ def dagster_instance(settings: Settings) -> dg.DagsterInstance:
     return dg.DagsterInstance.from_config(str(prepare_dagster_home(settings)))
 
 
+@dg.logger(description="Silent: `partnerships run` shows its own progress; full logs are in the UI.")
+def _quiet_logger(_init_context: Any) -> logging.Logger:
+    logger = logging.Logger("partnerships.run", level=logging.CRITICAL)
+    logger.addHandler(logging.NullHandler())
+    return logger
+
+
 def run_playbook(settings: Settings, playbook_id: str, given: dict[str, Any], *,
                  progress: bool = True, console: Console | None = None) -> RunSummary:
     """Run a playbook in process; inputs are checked before anything starts."""
     playbook, source, catalog = find_playbook(settings, playbook_id)
     inputs = check_inputs(playbook, given)
-    job = build_job(playbook, build_resources(settings, connections_of(catalog)), source=source)
+    quiet = {"console": _quiet_logger}
+    job = build_job(playbook, build_resources(settings, connections_of(catalog)), source=source,
+                    logger_defs=quiet)  # progress is ours to show; Dagster's own lines are in the UI
     instance = dagster_instance(settings)
-    run_id = dg.make_new_run_id()
+    run_id = make_new_run_id()
     outcome: dict[str, Any] = {}
 
     def execute() -> None:
@@ -130,7 +141,7 @@ def run_playbook(settings: Settings, playbook_id: str, given: dict[str, Any], *,
     worker = threading.Thread(target=execute, name=f"run-{run_id[:8]}")
     worker.start()
     watcher = ProgressWatcher(instance, run_id, naming.job_name(playbook.id), playbook)
-    watcher.follow(worker, console or Console(stderr=True), live=progress)
+    watcher.follow(worker, console or Console(stderr=True, width=200), live=progress)
     worker.join()
     if "error" in outcome:
         raise outcome["error"]

@@ -165,7 +165,8 @@ def _build_region(fanout: str, members: list[str], done: dict[str, Any], bases: 
     done.update(zip(members, handles, strict=True))
 
 
-def build_job(playbook: Playbook, resources: Mapping[str, Any], *, source: str | None = None) -> dg.JobDefinition:
+def build_job(playbook: Playbook, resources: Mapping[str, Any], *, source: str | None = None,
+              logger_defs: Mapping[str, dg.LoggerDefinition] | None = None) -> dg.JobDefinition:
     """The Dagster job for one playbook, with its resources, executor, tags and inputs config."""
     graph = StepGraph.of(playbook)
     plans = plan_steps(playbook, graph)
@@ -174,8 +175,11 @@ def build_job(playbook: Playbook, resources: Mapping[str, Any], *, source: str |
     op_names += [naming.fanout_op_name(playbook.id, s.id) for s in playbook.steps if s.for_each]
     schema = config_schema(playbook)
 
+    loggers = {name: {} for name in logger_defs or {}}
+
     def to_ops(config: Mapping[str, Any]) -> dict[str, Any]:
-        return {"ops": {name: {"config": dict(config)} for name in op_names}}
+        mapped: dict[str, Any] = {"ops": {name: {"config": dict(config)} for name in op_names}}
+        return {**mapped, "loggers": loggers} if loggers else mapped
 
     executor = dg.multiprocess_executor if playbook.executor == "multiprocess" else dg.in_process_executor
     needed = {k for plan in plans.values() for k in plan.resource_keys}
@@ -187,6 +191,7 @@ def build_job(playbook: Playbook, resources: Mapping[str, Any], *, source: str |
         resource_defs={k: v for k, v in resources.items() if k in needed},
         config=dg.ConfigMapping(config_schema=schema, config_fn=to_ops),
         executor_def=executor,
+        logger_defs=dict(logger_defs) if logger_defs else None,
     )
 
 
