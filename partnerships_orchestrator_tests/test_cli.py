@@ -1,0 +1,141 @@
+"""The `partnerships` command, through its entry point."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from partnerships_orchestrator.cli import main
+
+GOOD = """
+id: cli-demo
+name: CLI demo
+inputs:
+  tier: {type: string, default: gold}
+  limit: {type: integer, default: 2}
+steps:
+  - id: partners
+    type: query
+    sql: "select id, name, contact_email from partners where tier = :tier order by id limit :limit"
+    params: {tier: "{{ inputs.tier }}", limit: "{{ inputs.limit }}"}
+  - id: count
+    type: evaluate
+    depends_on: [partners]
+    expression: "steps.partners.count"
+  - id: hello
+    type: communicate
+    depends_on: [partners]
+    for_each: steps.partners.rows
+    channel: email
+    to: "{{ item.contact_email }}"
+    subject: "Hi {{ item.name }}"
+    body: "Hello"
+  - id: broken_hook
+    type: webhook
+    depends_on: [count]
+    url: "http://10.0.0.1/never"
+    on_error: {action: skip}
+"""
+
+BAD = """id: cli-bad
+steps:
+  - id: a
+    type: evaluate
+    expression: "1"
+  - id: b
+    type: evaluate
+    dependson: [a]
+    expression: "2"
+"""
+
+
+@pytest.fixture
+def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    (tmp_path / "playbooks").mkdir()
+    (tmp_path / "templates").mkdir()
+    (tmp_path / "playbooks" / "cli-demo.yaml").write_text(GOOD)
+    monkeypatch.setenv("PARTNERSHIPS_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("PARTNERSHIPS_PLAYBOOKS", str(tmp_path / "playbooks"))
+    monkeypatch.delenv("DAGSTER_HOME", raising=False)
+    monkeypatch.delenv("PARTNERSHIPS_TEMPLATES", raising=False)
+    result = CliRunner().invoke(main, ["seed"])
+    assert result.exit_code == 0, result.output
+    return tmp_path
+
+
+def invoke(*args: str) -> tuple[int, str]:
+    result = CliRunner().invoke(main, list(args))
+    return result.exit_code, result.output
+
+
+def test_validate_passes_good_files_and_locates_problems(project):
+    code, out = invoke("validate")
+    assert code == 0
+    bad = project / "playbooks" / "cli-bad.yaml"
+    bad.write_text(BAD)
+    code, out = invoke("validate")
+    assert code == 1
+    line = next(l for l in out.splitlines() if "dependson" in l)
+    assert line.startswith(f"{bad}:8:5: steps[1].dependson: unknown key `dependson`")
+    assert "depends_on" in line  # the did-you-mean hint
+    code, out = invoke("validate", "--json")
+    assert code == 1
+    problems = json.loads(out)["problems"]
+    assert problems[0]["line"] == 8 and problems[0]["file"].endswith("cli-bad.yaml")
+
+
+def test_list_and_show(project):
+    code, out = invoke("list", "--json")
+    assert code == 0
+    [doc] = json.loads(out)["documents"]
+    assert doc["id"] == "cli-demo" and doc["steps"] == 4 and doc["triggers"] == ["manual"]
+    code, out = invoke("show", "cli-demo")
+    assert code == 0
+    assert "level 2 (in parallel):" in out
+    assert "hello  (communicate; after partners; fan-out: for each steps.partners.rows" in out
+    assert "broken_hook  (webhook; after count; on error: skip)" in out
+    code, out = invoke("show", "cli-demo", "--json")
+    assert json.loads(out)["levels"] == [["partners"], ["count", "hello"], ["broken_hook"]]
+    code, out = invoke("show", "nope")
+    assert code == 2 and "cli-demo" in out
+
+
+def test_run_prints_a_summary_and_the_outbox_lists_the_messages(project):
+    code, out = invoke("run", "cli-demo", "--input", "tier=silver", "--input", "limit=3", "--json")
+    assert code == 0, out
+    summary = json.loads(out)
+    assert summary["success"] and summary["messages_sent"] == 3
+    assert "broken_hook" not in summary["outputs"]  # skipped steps have no output
+    assert summary["steps"]["broken_hook"] == "skipped" and summary["dead_letters"] == 1
+    assert summary["counts"]["failed"] == 0
+    code, out = invoke("outbox", "--json", "--run", summary["run_id"])
+    messages = json.loads(out)
+    assert [m["subject"][:3] for m in messages] == ["Hi "] * 3
+    assert {m["step"].split("[")[0] for m in messages} == {"hello"}
+    code, out = invoke("dead-letters", "--json")
+    [letter] = json.loads(out)
+    assert letter["step"] == "broken_hook" and "10.0.0.1" in letter["error"]
+
+
+def test_run_refuses_bad_inputs_before_starting(project):
+    code, out = invoke("run", "cli-demo", "--input", "limit=many")
+    assert code == 2 and "input `limit` needs a integer" in out.replace("an integer", "a integer")
+    code, out = invoke("run", "cli-demo", "--input", "colour=red")
+    assert code == 2 and "unknown input `colour`" in out
+
+
+def test_schema_is_json(project):
+    code, out = invoke("schema")
+    assert code == 0 and "playbook" in json.dumps(json.loads(out))
+
+
+def test_entry_point_is_installed(project):
+    exe = Path(sys.executable).parent / "partnerships"
+    done = subprocess.run([str(exe), "run", "cli-demo", "--quiet"], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert "steps: 4 succeeded, 1 skipped, 0 failed; messages sent: 2" in done.stdout.replace("\n", " ")
