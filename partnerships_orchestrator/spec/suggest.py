@@ -39,7 +39,10 @@ def did_you_mean(
 
 def show(value: Any) -> str:
     """A value quoted for a message, shortened when long."""
-    text = value if isinstance(value, str) else json.dumps(value, default=str)
+    try:
+        text = value if isinstance(value, str) else json.dumps(value, default=str)
+    except ValueError:  # a recursive structure
+        text = f"<{type(value).__name__}>"
     if len(text) > 60:
         text = text[:57] + "..."
     return f"`{text}`"
