@@ -116,6 +116,12 @@ def _members_of(tree: nodes.Node, name: str) -> Iterator[str]:
             yield node.arg.value
 
 
+def _scope_order(names: frozenset[str]) -> list[str]:
+    """Scope names first (``inputs``, ``steps``, ...), then ``row`` and helpers, sorted."""
+    first = [n for n in (*SCOPE_NAMES, "row") if n in names]
+    return first + sorted(names - set(first))
+
+
 def _is_text(node: nodes.Node) -> TypeGuard[nodes.Const]:
     return isinstance(node, nodes.Const) and isinstance(node.value, str)
 
@@ -192,8 +198,14 @@ class PlaybookExpressions:
         for name in sorted(uses.names - allowed):
             if name == "item":
                 yield self._item_outside_fanout(step, use)
+            elif name == "row":
+                yield self._finding(
+                    use,
+                    f"`row` is only defined in `assign` and `filter`, in {show(use.source)}",
+                    "read rows with `steps.<id>.output.rows`, or move this into `assign`",
+                )
             else:
-                hint = did_you_mean(name, sorted(allowed), "names in scope")
+                hint = did_you_mean(name, _scope_order(allowed), "names in scope")
                 yield self._finding(use, f"unknown name `{name}` in {show(use.source)}", hint)
 
     def _allowed_names(self, step: StepBase, use: _Use) -> frozenset[str]:

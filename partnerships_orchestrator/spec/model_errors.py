@@ -104,8 +104,8 @@ def _user_error(detail: ErrorDetails, data: dict[str, Any]) -> _Error:
         if child is not _MISSING:
             loc.append(part)
             node = child
-        elif isinstance(node, dict) and position == len(parts) - 1:
-            loc.append(part)  # a missing key
+        elif detail["type"] == "missing" and position == len(parts) - 1:
+            loc.append(part)
         else:
             members.append(str(part))
     return _Error(tuple(loc), node, tuple(members), detail)

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from datetime import date, datetime
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, cast
+from typing import Any, TypeVar, cast
 
 from pydantic import TypeAdapter, ValidationError
 
@@ -34,6 +34,7 @@ from partnerships_orchestrator.spec.models import (
     StepBase,
     Sync,
     TemplateStep,
+    Trigger,
 )
 from partnerships_orchestrator.spec.problems import Finding, Loc
 from partnerships_orchestrator.spec.suggest import did_you_mean, listing, show
@@ -264,6 +265,15 @@ def valid_timezone(name: str) -> bool:
 
 _STEP: TypeAdapter[Any] = TypeAdapter(Step)
 _INPUTS: TypeAdapter[dict[str, InputSpec]] = TypeAdapter(dict[str, InputSpec])
+_TRIGGERS: TypeAdapter[list[Trigger]] = TypeAdapter(list[Trigger])
+_T = TypeVar("_T")
+
+
+def _valid_or_none(adapter: TypeAdapter[_T], value: Any) -> _T | None:
+    try:
+        return adapter.validate_python(value)
+    except ValidationError:
+        return None
 
 
 def check_refused_playbook(
@@ -272,7 +282,8 @@ def check_refused_playbook(
     """Graph, reference and expression problems of a playbook the models refused.
 
     So that one unknown key does not hide a cycle: steps that validate (once unknown keys are
-    dropped) are checked fully; the others count only by their id and `depends_on`.
+    dropped) are checked fully; the others count only by their id and `depends_on`. Triggers
+    and inputs are checked when they validate on their own.
     """
     raw_steps = data.get("steps")
     if not isinstance(raw_steps, list) or not all(
@@ -283,15 +294,13 @@ def check_refused_playbook(
     broken = frozenset(
         raw["id"] for raw, step in zip(raw_steps, steps, strict=True) if step is None
     )
-    try:
-        inputs, inputs_ok = _INPUTS.validate_python(data.get("inputs") or {}), True
-    except ValidationError:
-        inputs, inputs_ok = {}, False
+    inputs: dict[str, InputSpec] | None = _valid_or_none(_INPUTS, data.get("inputs") or {})
+    triggers: list[Trigger] | None = _valid_or_none(_TRIGGERS, data.get("triggers") or [])
     playbook = Playbook.model_construct(
         id=str(data.get("id")),
         steps=[step or _placeholder(raw) for raw, step in zip(raw_steps, steps, strict=True)],
-        inputs=inputs,
-        triggers=[],
+        inputs=inputs or {},
+        triggers=triggers or [],
     )
     graph = StepGraph.of(playbook)
     findings = [
@@ -299,10 +308,13 @@ def check_refused_playbook(
         *_dependency_problems(playbook, graph, file, index),
         *_shape_problems(playbook, graph, file, index),
         *_step_reference_problems(playbook, file, index, context),
+        *_trigger_problems(playbook, file, index, context),
     ]
+    if inputs is not None and triggers is not None:
+        findings += _input_problems(playbook, file, index)
     if context.check_expressions:
         checker = PlaybookExpressions(
-            playbook, graph, file, index, skip_steps=broken, check_inputs=inputs_ok
+            playbook, graph, file, index, skip_steps=broken, check_inputs=inputs is not None
         )
         findings += checker.findings()
     return findings
