@@ -20,8 +20,9 @@ import logging
 import random
 import threading
 import time
+import weakref
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any
 from urllib.parse import quote, quote_plus
 
@@ -51,6 +52,7 @@ class Redactor:
         self._secrets: set[str] = set()
         self._sources: list[Callable[[], Iterable[str | None]]] = []
         self.add(*secrets)
+        _LIVE_REDACTORS.add(self)
 
     def add(self, *secrets: str | None) -> None:
         """Remember more secret values."""
@@ -75,6 +77,23 @@ class Redactor:
         for source in sources:
             values.update(s for s in source() if s)
         return values | {quote(v, safe="") for v in values} | {quote_plus(v) for v in values}
+
+
+_LIVE_REDACTORS: weakref.WeakSet[Redactor] = weakref.WeakSet()
+
+
+class _HttpxLogRedaction(logging.Filter):
+    """httpx logs full URLs at INFO; redact them with every live client's secrets."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        text = record.getMessage()
+        for redactor in list(_LIVE_REDACTORS):
+            text = redactor.redact(text)
+        record.msg, record.args = text, None
+        return True
+
+
+logging.getLogger("httpx").addFilter(_HttpxLogRedaction())
 
 
 class Auth:
@@ -185,7 +204,9 @@ class Verdict:
         key_scoped: bool = False,
     ) -> Verdict:
         """Throttled: pause the connection (or only the call's limit key) and try again."""
-        return cls(Action.RATE_LIMITED, message, RateLimitExceeded, code, retry_after, None, key_scoped)
+        return cls(
+            Action.RATE_LIMITED, message, RateLimitExceeded, code, retry_after, None, key_scoped
+        )
 
     @classmethod
     def reauth(cls, message: str, *, code: str | None = None, hint: str | None = None) -> Verdict:
@@ -299,7 +320,7 @@ class ResponsePolicy:
         message = _message_from(_json_or_none(response))
         if message is None and response.text.strip() and not _looks_like_json(response):
             message = response.text.strip()[:300]
-        return message or f"HTTP {response.status_code}"
+        return message or response.reason_phrase or "no details"
 
     def error_code(self, response: httpx.Response) -> str | None:
         """The vendor's machine-readable error code, if any."""
@@ -384,7 +405,7 @@ class ClientStats:
 
     def as_dict(self) -> dict[str, float]:
         with self._lock:
-            return {k: v for k, v in asdict(self).items() if not k.startswith("_")}
+            return {f.name: getattr(self, f.name) for f in fields(self) if f.name != "_lock"}
 
 
 _HINTS: dict[type[VendorError], str] = {
@@ -426,7 +447,9 @@ class HttpClient:
         self.name = name
         self.auth = auth
         self.policy = policy or ResponsePolicy()
-        self.limiter = rate_limit if isinstance(rate_limit, RateLimiter) else RateLimiter(rate_limit)
+        self.limiter = (
+            rate_limit if isinstance(rate_limit, RateLimiter) else RateLimiter(rate_limit)
+        )
         self.timeouts = timeouts or Timeouts()
         self.retry = retry or RetrySettings()
         self.stats = ClientStats()
@@ -617,7 +640,7 @@ class HttpClient:
         )
         hint = verdict.hint or _HINTS.get(error)
         self.stats.add(failures=1)
-        self.log.error(message)
+        self.log.warning(message)
         return error(
             message,
             self.redact(hint) if hint else None,

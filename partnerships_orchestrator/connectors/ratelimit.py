@@ -17,6 +17,8 @@ from dataclasses import dataclass, field
 
 from pydantic import BaseModel, ConfigDict, Field
 
+_EPSILON = 1e-9  # waits shorter than this are float noise: sleeping them would not move the clock
+
 
 class RateLimit(BaseModel):
     """A ceiling of ``requests`` per ``per_seconds``, as written under ``rate_limit:``."""
@@ -120,19 +122,20 @@ class RateLimiter:
 
     def acquire(self, key: str | None = None) -> float:
         """Block until a call may go out (for ``key``'s sub-limit too); return the seconds waited."""
-        start = self._clock()
+        start, slept = self._clock(), False
         while True:
             with self._lock:
                 now = self._clock()
                 lanes = self._lanes(key, now)
                 wait = max(lane.wait(now) for lane in lanes)
-                if wait <= 0:
+                if wait <= _EPSILON:
                     for lane in lanes:
                         lane.take()
-                    waited = now - start
+                    waited = now - start if slept else 0.0
                     self.waited_seconds += waited
                     return waited
             self._sleep(wait)
+            slept = True
 
     def pause(self, seconds: float, key: str | None = None) -> None:
         """Hold every call (or only ``key``'s) for ``seconds``, e.g. from a ``Retry-After``."""
