@@ -17,7 +17,6 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-import dagster as dg
 import pytest
 import sqlalchemy as sa
 import yaml
@@ -79,12 +78,6 @@ def env(seeded_warehouse: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch)
     monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "dagster"))
     for name in ("PARTNER_WAREHOUSE_URL", "PARTNERSHIPS_TEMPLATES", "PARTNERSHIPS_PLAYBOOKS"):
         monkeypatch.delenv(name, raising=False)
-    if not hasattr(dg, "make_new_run_id"):
-        # run_local calls `dg.make_new_run_id`, which this Dagster does not export (see the
-        # report); shimmed here until the engine is fixed, so the examples can be exercised.
-        from dagster._core.utils import make_new_run_id
-
-        monkeypatch.setattr(dg, "make_new_run_id", make_new_run_id, raising=False)
     settings = load_settings(playbooks_dir=PLAYBOOKS, home=home)
     engine = create_engine_for(settings.warehouse_url)
     try:
