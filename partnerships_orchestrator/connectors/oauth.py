@@ -30,7 +30,9 @@ from partnerships_orchestrator.connectors.http import (
     Verdict,
 )
 
-_REAUTHORIZE = "re-authorize the connection: the vendor refused its client credentials or refresh token"
+_REAUTHORIZE = (
+    "re-authorize the connection: the vendor refused its client credentials or refresh token"
+)
 
 
 class OAuthSettings(BaseModel):

@@ -64,6 +64,11 @@ class GenericEmulator(Emulator[GenericState]):
         with self.lock:
             self.state.refresh_tokens.clear()
 
+    def revoke_access_tokens(self) -> None:
+        """Every access token issued so far is refused from now on (a session timeout)."""
+        with self.lock:
+            self.state.access_tokens.clear()
+
     def configure(self, **knobs: object) -> None:
         """Change ``GenericState`` knobs (``expires_in``, ``limit``...) until the next reset."""
         with self.lock:
