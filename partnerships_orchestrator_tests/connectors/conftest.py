@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
 
 from partnerships_orchestrator.connectors.http import HttpClient, RetrySettings, Timeouts
+from partnerships_orchestrator.connectors.vault import VaultClient, VaultSettings
 from partnerships_orchestrator_tests.emulators.generic import GenericEmulator
+from partnerships_orchestrator_tests.emulators.vault import VaultEmulator
 
 
 @pytest.fixture
@@ -31,6 +34,20 @@ def generic(generic_server: GenericEmulator) -> GenericEmulator:
     return generic_server
 
 
+@pytest.fixture(scope="session")
+def vault_server() -> Iterator[VaultEmulator]:
+    emulator = VaultEmulator()
+    with emulator.serve():
+        yield emulator
+
+
+@pytest.fixture
+def vault(vault_server: VaultEmulator) -> VaultEmulator:
+    """The Vault emulator, reset."""
+    vault_server.reset()
+    return vault_server
+
+
 @pytest.fixture
 def make_client(
     generic: GenericEmulator, fast_retry: RetrySettings
@@ -43,6 +60,26 @@ def make_client(
         kwargs.setdefault("timeouts", Timeouts(connect=2.0, read=5.0, write=5.0, pool=2.0))
         assert generic.base_url is not None
         client = HttpClient("generic", generic.base_url, **kwargs)
+        clients.append(client)
+        return client
+
+    yield make
+    for client in clients:
+        client.close()
+
+
+@pytest.fixture
+def make_vault(
+    vault: VaultEmulator, fast_retry: RetrySettings
+) -> Iterator[Callable[..., VaultClient]]:
+    """Build VaultClients against the Vault emulator (``VaultSettings`` fields as keywords)."""
+    clients: list[VaultClient] = []
+
+    def make(*, clock: Callable[[], float] | None = None, **settings: Any) -> VaultClient:
+        settings.setdefault("retry", fast_retry)
+        client = VaultClient(
+            VaultSettings(addr=vault.base_url or "", **settings), clock=clock or time.monotonic
+        )
         clients.append(client)
         return client
 
