@@ -245,5 +245,7 @@ def test_concurrent_refreshes_of_the_same_stale_token_fetch_once(
 def test_settings_refuse_a_refresh_grant_without_a_token_and_hide_secrets() -> None:
     with pytest.raises(ValidationError):
         OAuthSettings(token_url="https://x/token", client_id="c", grant_type="refresh_token")
-    settings = OAuthSettings(token_url="https://x/token", client_id="c", client_secret="s3cr3t")
+    settings = OAuthSettings.model_validate(
+        {"token_url": "https://x/token", "client_id": "c", "client_secret": "s3cr3t"}
+    )
     assert "s3cr3t" not in repr(settings)
