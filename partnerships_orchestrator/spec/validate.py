@@ -10,7 +10,7 @@ import zoneinfo
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime
-from functools import lru_cache
+from functools import cached_property, lru_cache
 from pathlib import Path
 from typing import Any, TypeVar, cast
 
@@ -55,7 +55,7 @@ class CheckContext:
     def knows_asset(self, asset_id: str) -> bool:
         return asset_id in self.asset_ids or _normal(asset_id) in self._normal_assets
 
-    @property
+    @cached_property
     def _normal_assets(self) -> frozenset[str]:
         return frozenset(_normal(a) for a in self.asset_ids)
 

@@ -184,6 +184,36 @@ def test_merge_keys_are_not_duplicates(tmp_path: Path) -> None:
     assert catalog.documents[0].model.connections["hubspot"] == {"timeout": 10, "retries": 5}  # type: ignore[union-attr]
 
 
+@pytest.mark.parametrize(
+    ("text", "line", "column", "message"),
+    [
+        ("id: r\nowners: &o [*o]\n", 2, 9, "found a recursive alias"),
+        ("id: u\ntags: {[1]: 2}\n", 2, 8, "found unhashable key"),
+        ("id: t\nname: !!python/object:os.system x\n", 2, 7, "could not determine a constructor"),
+        ("id: d\nname: 'a'\n  b: c\n", 3, 3, "did not find expected key"),
+    ],
+    ids=["recursive alias", "unhashable key", "python tag", "bad indentation"],
+)
+def test_yaml_that_cannot_be_a_document_is_refused_where_it_goes_wrong(
+    tmp_path: Path, text: str, line: int, column: int, message: str
+) -> None:
+    (problem,) = load_catalog([write(tmp_path, "bad.yaml", text)]).problems
+    assert (problem.line, problem.column) == (line, column)
+    assert problem.message.startswith("not valid YAML: ") and message in problem.message
+
+
+def test_aliases_share_values_across_the_document(tmp_path: Path) -> None:
+    text = (
+        "kind: connections\nid: shared\nconnections:\n"
+        "  email: &mail {provider: sendgrid, api_key: '${env:KEY}'}\n"
+        "  backup: *mail\n"
+        "---\nkind: connections\nid: other\nconnections: {email: {provider: mailgun}}\n"
+    )
+    shared, other = (d.model for d in load_catalog([write(tmp_path, "a.yaml", text)]).documents)
+    assert shared.connections["backup"] == shared.connections["email"]  # type: ignore[union-attr]
+    assert other.connections == {"email": {"provider": "mailgun"}}  # type: ignore[union-attr]
+
+
 def test_secret_references_are_not_expanded_and_positions_stay_right(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
