@@ -192,8 +192,8 @@ class ProgressWatcher:
         if status == "failed":
             error = record.dagster_event.step_failure_data.error
             self.errors.append(f"{step}: {error.message.strip() if error else 'failed'}")
-        if record.step_key.endswith("__items") and status == "succeeded":
-            return None  # the fan-out op; its step shows per item
+        if record.step_key.endswith("__items") and status != "failed":
+            return None  # the fan-out op: its step shows per item, unless the fan-out itself failed
         return (step, status) if status else None
 
     def follow(self, worker: threading.Thread, console: Console, live: bool) -> None:

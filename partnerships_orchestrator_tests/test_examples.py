@@ -329,12 +329,6 @@ def test_webhook_payload_fills_event_follow_up_input() -> None:
     assert request.run_config == {"event_id": "E003"}
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="engine bug: a `collect: true` step is skipped when every item of a mapped step it "
-    "depends on was skipped by `when` (spec: it runs once and sees an empty list); remove this "
-    "marker once fixed",
-)
 def test_onboarding_summary_still_posted_when_no_partner_is_a_good_fit(env: Env) -> None:
     summary = run_playbook(env.settings, "partner-onboarding", {"min_fit": 101}, progress=False)
     assert summary.success

@@ -22,7 +22,14 @@ from dagster import OpExecutionContext
 
 from partnerships_orchestrator.compiler import naming
 from partnerships_orchestrator.compiler.inputs import typed_inputs
-from partnerships_orchestrator.compiler.scope import Scope, collect, merge, public, root_scope
+from partnerships_orchestrator.compiler.scope import (
+    SKIPPED_KEY,
+    Scope,
+    collect,
+    merge,
+    public,
+    root_scope,
+)
 from partnerships_orchestrator.compiler.scope import with_item, with_output
 from partnerships_orchestrator.errors import (
     ExpressionError,
@@ -32,9 +39,9 @@ from partnerships_orchestrator.errors import (
     WebhookBlocked,
 )
 from partnerships_orchestrator.expressions import evaluate
-from partnerships_orchestrator.spec.models import OnError, Playbook, StepBase
+from partnerships_orchestrator.spec.models import OnError, Playbook, StepBase, WebhookTrigger
 from partnerships_orchestrator.steps import runner_for
-from partnerships_orchestrator.steps.context import RunInfo, StepContext, StepResources
+from partnerships_orchestrator.steps.context import SKIPPED, RunInfo, StepContext, StepResources
 from partnerships_orchestrator.store.jsonable import jsonable
 
 RESOURCE_KEY = "partnerships"
@@ -194,20 +201,32 @@ def _check_not_aborted(context: OpExecutionContext, plan: StepPlan) -> None:
 def _execute(plan: StepPlan, context: OpExecutionContext, arrived: Mapping[str, Any]) -> Iterator[dg.Output]:
     scope = _incoming_scope(plan, context, arrived)
     _check_not_aborted(context, plan)
-    visible = public(scope)
-    if plan.step.when and not evaluate(plan.step.when, visible):
-        context.log.info(f"{naming.SKIP_MARKER} `{plan.step.id}`: `when: {plan.step.when}` is false")
+    if scope.get(SKIPPED_KEY):  # an earlier step skipped this item: pass the marker along
+        context.log.info(f"{naming.SKIP_MARKER} `{plan.step.id}`: `{scope[SKIPPED_KEY]}` was skipped for this item")
+        yield dg.Output(scope)
         return
     resource = getattr(context.resources, RESOURCE_KEY)
+    visible = public(scope)
     step_ctx = StepContext(
         playbook=plan.playbook, step=plan.step, run=_run_info(context, plan.playbook),
-        scope=visible, settings=resource.settings, resources=_step_resources(context, resource, plan.playbook.id),
+        scope=visible, settings=resource.settings,
+        resources=_step_resources(context, resource, plan.playbook),
         mapping_key=_current_mapping_key(context), log=context.log,
     )
     try:
-        output = _run_with_timeout(plan, step_ctx)
+        if plan.step.when and not evaluate(plan.step.when, visible):
+            context.log.info(f"{naming.SKIP_MARKER} `{plan.step.id}`: `when: {plan.step.when}` is false")
+            output = SKIPPED
+        else:
+            output = _run_with_timeout(plan, step_ctx)
     except Exception as exc:  # every failure goes through the step's error policy
         _handle_failure(plan, context, step_ctx, exc)
+        output = SKIPPED  # only `on_error: skip` gets here; the other policies raise
+    if output is SKIPPED:
+        # Inside a fan-out the item carries a marker instead of stopping, so the collect step
+        # still runs (Dagster would skip it when every item was skipped).
+        if plan.mapped:
+            yield dg.Output({**scope, SKIPPED_KEY: plan.step.id})
         return
     yield dg.Output(with_output(scope, plan.step.id, output, mapped=plan.mapped))
 
@@ -216,7 +235,7 @@ def _current_mapping_key(context: OpExecutionContext) -> str | None:
     return context.get_mapping_key()
 
 
-def _step_resources(context: OpExecutionContext, resource: Any, playbook_id: str) -> StepResources:
+def _step_resources(context: OpExecutionContext, resource: Any, playbook: Playbook) -> StepResources:
     channels = {key: getattr(context.resources, key) for key in ("email", "sms", "slack", "teams")
                 if hasattr(context.resources, key)}
     crm = {key: getattr(context.resources, key) for key in ("hubspot", "salesforce")
@@ -227,8 +246,18 @@ def _step_resources(context: OpExecutionContext, resource: Any, playbook_id: str
         channels=channels,
         crm=crm,
         webhook_allow_hosts=tuple(resource.webhook_allow_hosts),
-        webhook_secret=lambda: resource.state.webhook_secret(playbook_id),
+        webhook_secret=lambda: webhook_secret(playbook, resource.state),
     )
+
+
+def webhook_secret(playbook: Playbook, state: Any) -> str:
+    """The playbook's Standard Webhooks key: its webhook trigger's `secret`, else a local one."""
+    from partnerships_orchestrator.connectors.secrets import SecretResolver
+
+    for trigger in playbook.triggers:
+        if isinstance(trigger, WebhookTrigger) and trigger.secret:
+            return SecretResolver.from_env().resolve(trigger.secret)
+    return str(state.webhook_secret(playbook.id))
 
 
 def _run_with_timeout(plan: StepPlan, ctx: StepContext) -> Any:
@@ -275,7 +304,7 @@ def _handle_failure(plan: StepPlan, context: OpExecutionContext, ctx: StepContex
     if policy.action == "skip":
         dead_letter("skip")
         context.log.warning(f"{naming.SKIP_MARKER} `{plan.step.id}` failed and was skipped: {message}")
-        return
+        return  # the caller treats the step as skipped
     if policy.action == "abort":
         dead_letter("abort")
         context.instance.add_run_tags(context.run_id, {naming.ABORT_TAG: ctx.step_key})

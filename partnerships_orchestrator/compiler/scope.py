@@ -13,6 +13,7 @@ from typing import Any
 
 Scope = dict[str, Any]
 _REGION = "_region"  # ids of the steps mapped under the current fan-out
+SKIPPED_KEY = "_skipped"  # set on an item's scope once one of its steps was skipped
 
 
 def root_scope(inputs: Mapping[str, Any], trigger: Mapping[str, Any], run: Mapping[str, Any]) -> Scope:
@@ -47,6 +48,8 @@ def merge(scopes: Sequence[Scope]) -> Scope:
     for scope in scopes:
         result["steps"].update(scope["steps"])
         region.extend(s for s in scope.get(_REGION, []) if s not in region)
+        if scope.get(SKIPPED_KEY):
+            result[SKIPPED_KEY] = scope[SKIPPED_KEY]
     if _REGION in result:
         result[_REGION] = region
     return result
@@ -67,7 +70,7 @@ def collect(per_item: Sequence[Scope], others: Sequence[Scope], region: Sequence
             by_step.setdefault(step_id, {})[index] = scope["steps"][step_id]["output"]
     for step_id, outputs in by_step.items():
         result["steps"][step_id] = {"output": [outputs[i] for i in sorted(outputs)]}
-    for key in ("item", "item_index", _REGION):
+    for key in ("item", "item_index", _REGION, SKIPPED_KEY):
         result.pop(key, None)
     return result
 

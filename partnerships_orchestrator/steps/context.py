@@ -18,6 +18,16 @@ if TYPE_CHECKING:
     from partnerships_orchestrator.store.state import StateStore
 
 
+class _Skipped:
+    """What a runner returns to skip its step (e.g. a fan-out item its `filter` rejects)."""
+
+    def __repr__(self) -> str:
+        return "SKIPPED"
+
+
+SKIPPED: Any = _Skipped()
+
+
 @dataclass(frozen=True)
 class RunInfo:
     """The run a step belongs to; ``root_id`` is shared by re-executions of the same run."""

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Engine, create_engine, event, insert, select, update
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import IntegrityError, OperationalError
 
 from partnerships_orchestrator.store import tables
 from partnerships_orchestrator.store.jsonable import jsonable
@@ -47,8 +47,19 @@ def _engine(url: str) -> Engine:
             cursor.close()
     else:
         engine = create_engine(url, pool_pre_ping=True)
-    tables.metadata.create_all(engine)
+    _create_tables(engine)
     return engine
+
+
+def _create_tables(engine: Engine, attempts: int = 3) -> None:
+    """Create missing tables; another process creating them at the same moment is fine."""
+    for attempt in range(attempts):
+        try:
+            tables.metadata.create_all(engine)
+            return
+        except OperationalError as exc:
+            if "already exists" not in str(exc) or attempt == attempts - 1:
+                raise
 
 
 class StateStore:

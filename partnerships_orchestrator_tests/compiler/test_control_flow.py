@@ -304,3 +304,22 @@ steps:
     assert all(name in outbox[0]["body"] for name in names)
     import json
     assert json.loads(hooks.calls[0]["body"]) == {"sent": 1, "names": names}
+
+
+def test_collect_still_runs_when_every_item_was_skipped(run_playbook):
+    result = run_playbook(FANOUT.replace("when: \"item % 2 == 0\"", "when: \"item > 100\""))
+    assert result.success
+    gathered = output(result, "fan", "gathered")
+    assert gathered["evens"] == [] and gathered["doubled"] == [0, 2, 4, 6, 8]
+
+
+def test_filter_inside_a_fan_out_skips_the_item_and_its_dependents(run_playbook):
+    result = run_playbook("""
+id: filtered
+steps:
+  - {id: nums, type: evaluate, expression: "[1, 2, 3, 4]"}
+  - {id: big, type: evaluate, depends_on: [nums], for_each: steps.nums.output, filter: "item > 2", assign: {half: "item / 2"}}
+  - {id: next, type: evaluate, depends_on: [big], expression: "steps.big.output.half"}
+  - {id: all, type: evaluate, depends_on: [next], collect: true, expression: "steps.next.output"}
+""")
+    assert output(result, "filtered", "all") == [1.5, 2.0]
