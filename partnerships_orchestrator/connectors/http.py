@@ -447,9 +447,9 @@ class HttpClient:
         self.name = name
         self.auth = auth
         self.policy = policy or ResponsePolicy()
-        self.limiter = (
-            rate_limit if isinstance(rate_limit, RateLimiter) else RateLimiter(rate_limit)
-        )
+        if not isinstance(rate_limit, RateLimiter):
+            rate_limit = RateLimiter(rate_limit, sleep=sleep)
+        self.limiter = rate_limit
         self.timeouts = timeouts or Timeouts()
         self.retry = retry or RetrySettings()
         self.stats = ClientStats()
@@ -480,8 +480,9 @@ class HttpClient:
         **kwargs: Any,
     ) -> httpx.Response:
         """Send a request (httpx keyword arguments: params, json, data, files, content, headers,
-        timeout) and return the ok response. ``limit_key`` selects a per-key sub-limit;
-        ``retry=False`` gives up at the first retryable failure (non-idempotent writes)."""
+        timeout as seconds or :class:`Timeouts`) and return the ok response. ``limit_key``
+        selects a per-key sub-limit; ``retry=False`` gives up at the first retryable failure
+        (non-idempotent writes). Pass files as bytes so a retry can send them again."""
         outcome = self._call(method, url, limit_key, retry, kwargs, want_json=False)
         assert outcome.response is not None
         return outcome.response
@@ -533,6 +534,8 @@ class HttpClient:
         *,
         want_json: bool,
     ) -> _Outcome:
+        if isinstance(kwargs.get("timeout"), Timeouts):
+            kwargs = {**kwargs, "timeout": kwargs["timeout"].to_httpx()}
         attempt, refreshed = 0, False
         while True:
             attempt += 1
