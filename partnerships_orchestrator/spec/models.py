@@ -91,6 +91,7 @@ Trigger = Annotated[
 
 # ---------------------------------------------------------------- error policy
 
+
 class OnError(Model):
     """What happens when a step fails."""
 
@@ -118,18 +119,19 @@ class Concurrency(Model):
 class Defaults(Model):
     """Step settings applied where a step does not set its own."""
 
-    on_error: OnError | None = None
-    timeout_seconds: float | None = Field(None, gt=0)
+    on_error: OnError | None = Field(None, description="Error policy for steps without one.")
+    timeout_seconds: float | None = Field(None, gt=0, description="Timeout for steps without one.")
 
 
 # ---------------------------------------------------------------- steps
+
 
 class StepBase(Model):
     """Keys common to every step type."""
 
     id: str = Field(pattern=r"^[A-Za-z_][A-Za-z0-9_-]*$", description="Unique in the playbook.")
     name: str | None = Field(None, description="Human label shown in the UI.")
-    description: str | None = None
+    description: str | None = Field(None, description="What the step does (shown in the UI).")
     depends_on: list[str] = Field(default_factory=list, description="Step ids this step needs.")
     when: str | None = Field(None, description="Expression; false skips this step and dependents.")
     for_each: str | None = Field(
@@ -138,7 +140,7 @@ class StepBase(Model):
     collect: bool = Field(
         False, description="Run once after a fan-out, seeing the list of per-item outputs."
     )
-    on_error: OnError | None = None
+    on_error: OnError | None = Field(None, description="What happens when the step fails.")
     timeout_seconds: float | None = Field(None, gt=0, description="Fail the attempt after this.")
 
 
@@ -239,8 +241,12 @@ class WebhookStep(StepBase):
 
     type: Literal["webhook"]
     url: str = Field(description="Target URL; may interpolate.")
-    method: Literal["GET", "POST", "PUT", "PATCH", "DELETE"] = "POST"
-    headers: dict[str, str] = Field(default_factory=dict)
+    method: Literal["GET", "POST", "PUT", "PATCH", "DELETE"] = Field(
+        "POST", description="HTTP method."
+    )
+    headers: dict[str, str] = Field(
+        default_factory=dict, description="Extra headers; may interpolate."
+    )
     json_body: Any = Field(None, alias="json", description="JSON body; strings may interpolate.")
     body: str | None = Field(None, description="Raw text body.")
     expect_status: list[int] | int | None = Field(
@@ -264,104 +270,131 @@ STEP_TYPES = ("query", "evaluate", "template", "communicate", "webhook")
 
 # ---------------------------------------------------------------- documents
 
+
 class DocumentBase(Model):
     """Keys every document has."""
 
     id: DocId
-    name: str | None = None
-    description: str | None = None
+    name: str | None = Field(None, description="Human title shown in the UI.")
+    description: str | None = Field(None, description="What it is for.")
     owners: list[str] = Field(default_factory=list, description="Teams allowed to see and run it.")
-    tags: dict[str, str] = Field(default_factory=dict)
+    tags: dict[str, str] = Field(default_factory=dict, description="Labels, shown as Dagster tags.")
 
 
 class Playbook(DocumentBase):
     """A multi-step workflow: a Dagster job plus its schedules and sensors."""
 
-    kind: Literal["playbook"] = "playbook"
-    triggers: list[Trigger] = Field(default_factory=list)
-    inputs: dict[str, InputSpec] = Field(default_factory=dict)
-    defaults: Defaults | None = None
-    concurrency: Concurrency | None = None
+    kind: Literal["playbook"] = Field("playbook", description="May be omitted for playbooks.")
+    triggers: list[Trigger] = Field(
+        default_factory=list, description="What starts a run; by hand only when empty."
+    )
+    inputs: dict[str, InputSpec] = Field(default_factory=dict, description="Typed run inputs.")
+    defaults: Defaults | None = Field(None, description="Settings for steps that set none.")
+    concurrency: Concurrency | None = Field(None, description="Limit on simultaneous runs.")
     executor: Literal["in_process", "multiprocess"] = Field(
         "in_process", description="`multiprocess` runs independent steps in separate processes."
     )
-    steps: list[Step] = Field(min_length=1)
+    steps: list[Step] = Field(min_length=1, description="The work, as a graph via `depends_on`.")
 
 
 class Schedule(Model):
-    cron: str
-    timezone: str = "UTC"
+    """When an asset is refreshed."""
+
+    cron: str = Field(description="Five-field cron expression.")
+    timezone: str = Field("UTC", description="IANA time zone the cron is read in.")
 
 
 class Sync(DocumentBase):
     """CRM objects landed in the partner warehouse, one asset per object."""
 
     kind: Literal["sync"]
-    provider: Literal["hubspot", "salesforce"]
-    objects: list[str] = Field(min_length=1)
-    properties: dict[str, list[str]] = Field(default_factory=dict)
-    incremental: bool = True
-    schedule: Schedule | None = None
+    provider: Literal["hubspot", "salesforce"] = Field(description="The CRM to read.")
+    objects: list[str] = Field(
+        min_length=1, description="CRM objects, each one asset `<id>_<object>`."
+    )
+    properties: dict[str, list[str]] = Field(
+        default_factory=dict, description="Properties to land per object (all when absent)."
+    )
+    incremental: bool = Field(True, description="Only records modified since the last good sync.")
+    schedule: Schedule | None = Field(None, description="When to sync.")
 
     def asset_ids(self) -> list[str]:
         return [f"{self.id}_{obj}" for obj in self.objects]
 
 
 class Check(Model):
-    type: Literal["unique", "not_null", "accepted_values", "row_count"]
-    column: str | None = None
-    values: list[Any] | None = None
-    min: int | None = None
-    max: int | None = None
+    """A data quality check on a dataset (a Dagster asset check)."""
+
+    type: Literal["unique", "not_null", "accepted_values", "row_count"] = Field(
+        description="What to check."
+    )
+    column: str | None = Field(None, description="The column checked.")
+    values: list[Any] | None = Field(None, description="Allowed values, for `accepted_values`.")
+    min: int | None = Field(None, description="Fewest rows, for `row_count`.")
+    max: int | None = Field(None, description="Most rows, for `row_count`.")
 
 
 class Dataset(DocumentBase):
     """A research dataset: one asset, its upstream assets inferred from its SQL."""
 
     kind: Literal["dataset"]
-    sql: str
-    checks: list[Check] = Field(default_factory=list)
-    schedule: Schedule | None = None
+    sql: str = Field(
+        description="The query defining the dataset; its tables are its upstream assets."
+    )
+    checks: list[Check] = Field(default_factory=list, description="Data quality checks.")
+    schedule: Schedule | None = Field(None, description="When to refresh.")
 
 
 class Delivery(Model):
-    channel: Channel
-    to: list[str] | str
-    subject: str | None = None
-    provider: str | None = None
+    """Where a report goes after it is rendered."""
+
+    channel: Channel = Field(description="`email`, `sms`, `slack` or `teams`.")
+    to: list[str] | str = Field(description="Recipient(s).")
+    subject: str | None = Field(None, description="Subject (email) or title (chat).")
+    provider: str | None = Field(
+        None, description="Provider; defaults to the channel's connection."
+    )
 
 
 class Report(DocumentBase):
     """A Markdown (+ PDF) report asset, delivered to stakeholders."""
 
     kind: Literal["report"]
-    template: str
-    data: list[str] = Field(default_factory=list)
-    formats: list[Literal["markdown", "html", "pdf"]] = Field(default_factory=lambda: ["markdown"])
-    deliver: list[Delivery] = Field(default_factory=list)
-    schedule: Schedule | None = None
+    template: str = Field(description="Template file under `templates/`.")
+    data: list[str] = Field(default_factory=list, description="Assets the template reads.")
+    formats: list[Literal["markdown", "html", "pdf"]] = Field(
+        default=["markdown"], description="Files to render."
+    )
+    deliver: list[Delivery] = Field(default_factory=list, description="Who receives it.")
+    schedule: Schedule | None = Field(None, description="When to render and deliver.")
 
 
 class Metric(Model):
-    id: str = Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
-    sql: str
-    target: float | None = None
-    description: str | None = None
+    """One dashboard number."""
+
+    id: str = Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$", description="Metric name.")
+    sql: str = Field(description="A query returning one number.")
+    target: float | None = Field(None, description="The value the team aims for.")
+    description: str | None = Field(None, description="What the number means.")
 
 
 class Metrics(DocumentBase):
     """Dashboard metric definitions: one asset with numeric metadata per metric."""
 
     kind: Literal["metrics"]
-    metrics: list[Metric] = Field(min_length=1)
-    schedule: Schedule | None = None
+    metrics: list[Metric] = Field(min_length=1, description="The metrics.")
+    schedule: Schedule | None = Field(None, description="When to recompute.")
 
 
 class Connections(DocumentBase):
     """Which provider serves each connector, its settings, secret references and rate limits."""
 
     kind: Literal["connections"]
-    connections: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    connections: dict[str, dict[str, Any]] = Field(
+        default_factory=dict,
+        description="Connector name (`warehouse`, `hubspot`, `salesforce`, `email`, `sms`, "
+        "`slack`, `teams`, `vault`, `webhooks`) -> its settings.",
+    )
 
 
 Document = Annotated[
