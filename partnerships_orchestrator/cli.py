@@ -17,6 +17,7 @@ from partnerships_orchestrator.errors import PartnershipsError
 from partnerships_orchestrator.settings import Settings, load_settings
 from partnerships_orchestrator.store.jsonable import jsonable
 
+
 def _console(stderr: bool = False) -> Console:
     """Rich output; wide when piped so tables and summaries are not folded at 80 columns."""
     probe = Console(stderr=stderr)
@@ -29,16 +30,26 @@ errors = _console(stderr=True)
 
 def _settings(ctx: click.Context) -> Settings:
     opts = ctx.find_root().params
-    return load_settings(playbooks_dir=ctx.params.get("playbooks") or opts.get("playbooks"),
-                         home=ctx.params.get("home") or opts.get("home"))
+    return load_settings(
+        playbooks_dir=ctx.params.get("playbooks") or opts.get("playbooks"),
+        home=ctx.params.get("home") or opts.get("home"),
+    )
 
 
 def common_options(fn: Callable[..., Any]) -> Callable[..., Any]:
     """`--playbooks` and `--home` on every command (also accepted before the command name)."""
-    fn = click.option("--home", type=click.Path(file_okay=False), default=None,
-                      help="Local state folder [env PARTNERSHIPS_HOME; default ./.partnerships].")(fn)
-    fn = click.option("--playbooks", type=click.Path(file_okay=False), default=None,
-                      help="Playbooks folder [env PARTNERSHIPS_PLAYBOOKS; default ./playbooks].")(fn)
+    fn = click.option(
+        "--home",
+        type=click.Path(file_okay=False),
+        default=None,
+        help="Local state folder [env PARTNERSHIPS_HOME; default ./.partnerships].",
+    )(fn)
+    fn = click.option(
+        "--playbooks",
+        type=click.Path(file_okay=False),
+        default=None,
+        help="Playbooks folder [env PARTNERSHIPS_PLAYBOOKS; default ./playbooks].",
+    )(fn)
     return fn
 
 
@@ -64,13 +75,15 @@ def main(playbooks: str | None, home: str | None) -> None:
 
 # ---------------------------------------------------------------- language
 
+
 @main.command()
 @click.argument("paths", nargs=-1, type=click.Path(exists=True))
 @common_options
 @json_option
 @click.pass_context
-def validate(ctx: click.Context, paths: Sequence[str], playbooks: str | None, home: str | None,
-             as_json: bool) -> None:
+def validate(
+    ctx: click.Context, paths: Sequence[str], playbooks: str | None, home: str | None, as_json: bool
+) -> None:
     """Check every document (in the playbooks folder, or PATHS); exit 1 on any problem."""
     from partnerships_orchestrator.spec.loader import load_catalog
 
@@ -78,15 +91,20 @@ def validate(ctx: click.Context, paths: Sequence[str], playbooks: str | None, ho
     targets = [Path(p) for p in paths] or [settings.playbooks_dir]
     catalog = load_catalog(targets, templates_dir=settings.templates_dir, check_expressions=True)
     if as_json:
-        _print_json({"documents": len(catalog.documents),
-                     "problems": [p.as_dict() for p in catalog.problems]})
+        _print_json(
+            {
+                "documents": len(catalog.documents),
+                "problems": [p.as_dict() for p in catalog.problems],
+            }
+        )
     else:
         for problem in catalog.problems:
             click.echo(str(problem))
         files = len({d.file for d in catalog.documents} | set(catalog.invalid_files))
         verdict = f"{len(catalog.problems)} problem(s)" if catalog.problems else "all valid"
-        errors.print(f"{len(catalog.documents)} document(s) in {files} file(s): {verdict}",
-                     highlight=False)
+        errors.print(
+            f"{len(catalog.documents)} document(s) in {files} file(s): {verdict}", highlight=False
+        )
     sys.exit(1 if catalog.problems else 0)
 
 
@@ -101,19 +119,29 @@ def list_(ctx: click.Context, playbooks: str | None, home: str | None, as_json: 
     settings = _settings(ctx)
     catalog = load_catalog([settings.playbooks_dir], templates_dir=settings.templates_dir)
     rows = [_document_row(d.model, d.file, settings) for d in catalog.documents]
-    invalid = [{"file": _rel(f, settings), "problems": len(p)} for f, p in catalog.invalid_files.items()]
+    invalid = [
+        {"file": _rel(f, settings), "problems": len(p)} for f, p in catalog.invalid_files.items()
+    ]
     if as_json:
         _print_json({"documents": rows, "invalid_files": invalid})
         return
     table = Table("id", "kind", "name", "triggers", "steps", "owners", "file")
     for row in rows:
-        table.add_row(row["id"], row["kind"], row["name"] or "", ", ".join(row["triggers"]),
-                      str(row["steps"] if row["steps"] is not None else ""),
-                      ", ".join(row["owners"]), row["file"])
+        table.add_row(
+            row["id"],
+            row["kind"],
+            row["name"] or "",
+            ", ".join(row["triggers"]),
+            str(row["steps"] if row["steps"] is not None else ""),
+            ", ".join(row["owners"]),
+            row["file"],
+        )
     console.print(table)
     for item in invalid:
-        errors.print(f"[red]invalid:[/] {item['file']} ({item['problems']} problem(s); "
-                     "run `partnerships validate`)")
+        errors.print(
+            f"[red]invalid:[/] {item['file']} ({item['problems']} problem(s); "
+            "run `partnerships validate`)"
+        )
 
 
 def _rel(path: str, settings: Settings) -> str:
@@ -126,10 +154,16 @@ def _rel(path: str, settings: Settings) -> str:
 def _document_row(model: Any, file: str, settings: Settings) -> dict[str, Any]:
     triggers = [t.type for t in getattr(model, "triggers", [])]
     steps = getattr(model, "steps", None)
-    return {"id": model.id, "kind": model.kind, "name": model.name, "description": model.description,
-            "triggers": triggers or (["manual"] if model.kind == "playbook" else []),
-            "steps": len(steps) if steps is not None else None, "owners": model.owners,
-            "file": _rel(file, settings)}
+    return {
+        "id": model.id,
+        "kind": model.kind,
+        "name": model.name,
+        "description": model.description,
+        "triggers": triggers or (["manual"] if model.kind == "playbook" else []),
+        "steps": len(steps) if steps is not None else None,
+        "owners": model.owners,
+        "file": _rel(file, settings),
+    }
 
 
 @main.command()
@@ -137,8 +171,9 @@ def _document_row(model: Any, file: str, settings: Settings) -> dict[str, Any]:
 @common_options
 @json_option
 @click.pass_context
-def show(ctx: click.Context, playbook_id: str, playbooks: str | None, home: str | None,
-         as_json: bool) -> None:
+def show(
+    ctx: click.Context, playbook_id: str, playbooks: str | None, home: str | None, as_json: bool
+) -> None:
     """Show a playbook's compiled step graph: parallel levels, conditions, fan-outs, error policies."""
     from partnerships_orchestrator.graph_view import describe_playbook, render_playbook
 
@@ -175,16 +210,30 @@ def schema() -> None:
 
 # ---------------------------------------------------------------- running
 
+
 @main.command()
 @click.argument("playbook_id")
-@click.option("--input", "-i", "inputs", multiple=True, metavar="KEY=VALUE",
-              help="A run input; repeat for several. Lists and objects take JSON.")
+@click.option(
+    "--input",
+    "-i",
+    "inputs",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="A run input; repeat for several. Lists and objects take JSON.",
+)
 @common_options
 @json_option
 @click.option("--quiet", "-q", is_flag=True, help="No live progress, just the summary.")
 @click.pass_context
-def run(ctx: click.Context, playbook_id: str, inputs: Sequence[str], playbooks: str | None,
-        home: str | None, as_json: bool, quiet: bool) -> None:
+def run(
+    ctx: click.Context,
+    playbook_id: str,
+    inputs: Sequence[str],
+    playbooks: str | None,
+    home: str | None,
+    as_json: bool,
+    quiet: bool,
+) -> None:
     """Run a playbook in this process with live step progress; exit 1 if the run failed."""
     from partnerships_orchestrator.run_local import run_playbook
 
@@ -193,7 +242,11 @@ def run(ctx: click.Context, playbook_id: str, inputs: Sequence[str], playbooks: 
     for pair in inputs:
         key, sep, value = pair.partition("=")
         if not sep:
-            _fail(PartnershipsError(f"--input `{pair}` is not KEY=VALUE", hint="e.g. --input since_days=7"))
+            _fail(
+                PartnershipsError(
+                    f"--input `{pair}` is not KEY=VALUE", hint="e.g. --input since_days=7"
+                )
+            )
         given[key.strip()] = value
     try:
         summary = run_playbook(settings, playbook_id, given, progress=not (quiet or as_json))
@@ -213,8 +266,15 @@ def run(ctx: click.Context, playbook_id: str, inputs: Sequence[str], playbooks: 
 @click.option("--channel", default=None, type=click.Choice(["email", "sms", "slack", "teams"]))
 @click.option("--limit", default=None, type=int, help="At most this many (newest last).")
 @click.pass_context
-def outbox(ctx: click.Context, playbooks: str | None, home: str | None, as_json: bool,
-           run_id: str | None, channel: str | None, limit: int | None) -> None:
+def outbox(
+    ctx: click.Context,
+    playbooks: str | None,
+    home: str | None,
+    as_json: bool,
+    run_id: str | None,
+    channel: str | None,
+    limit: int | None,
+) -> None:
     """List what the sandbox outbox delivered."""
     from partnerships_orchestrator.store.state import StateStore
 
@@ -225,9 +285,16 @@ def outbox(ctx: click.Context, playbooks: str | None, home: str | None, as_json:
         return
     table = Table("time", "channel", "to", "subject", "body", "playbook", "run", "step")
     for m in messages:
-        table.add_row(m["created_at"].strftime("%Y-%m-%d %H:%M:%S"), m["channel"], m["recipient"],
-                      m["subject"] or "", _short(m["body"]), m["playbook"] or "",
-                      (m["run_id"] or "")[:8], m["step"] or "")
+        table.add_row(
+            m["created_at"].strftime("%Y-%m-%d %H:%M:%S"),
+            m["channel"],
+            m["recipient"],
+            m["subject"] or "",
+            _short(m["body"]),
+            m["playbook"] or "",
+            (m["run_id"] or "")[:8],
+            m["step"] or "",
+        )
     console.print(table)
     errors.print(f"{len(messages)} message(s)", highlight=False)
 
@@ -243,8 +310,14 @@ def _short(text: str, width: int = 60) -> str:
 @click.option("--playbook", "playbook_id", default=None, help="Only this playbook's.")
 @click.option("--run", "run_id", default=None, help="Only this run's.")
 @click.pass_context
-def dead_letters(ctx: click.Context, playbooks: str | None, home: str | None, as_json: bool,
-                 playbook_id: str | None, run_id: str | None) -> None:
+def dead_letters(
+    ctx: click.Context,
+    playbooks: str | None,
+    home: str | None,
+    as_json: bool,
+    playbook_id: str | None,
+    run_id: str | None,
+) -> None:
     """List failures that ended in skip, abort or exhausted retries."""
     from partnerships_orchestrator.store.state import StateStore
 
@@ -254,14 +327,22 @@ def dead_letters(ctx: click.Context, playbooks: str | None, home: str | None, as
         return
     table = Table("id", "time", "playbook", "step", "action", "attempts", "error", "run")
     for d in letters:
-        table.add_row(str(d["id"]), d["created_at"].strftime("%Y-%m-%d %H:%M:%S"), d["playbook"],
-                      d["step"], d["action"], str(d["attempts"]), _short(d["error"], 70),
-                      d["run_id"][:8])
+        table.add_row(
+            str(d["id"]),
+            d["created_at"].strftime("%Y-%m-%d %H:%M:%S"),
+            d["playbook"],
+            d["step"],
+            d["action"],
+            str(d["attempts"]),
+            _short(d["error"], 70),
+            d["run_id"][:8],
+        )
     console.print(table)
     errors.print(f"{len(letters)} dead letter(s)", highlight=False)
 
 
 # ---------------------------------------------------------------- the product
+
 
 @main.command()
 @common_options
@@ -288,8 +369,9 @@ def _seed(settings: Settings, reset: bool = False) -> dict[str, int]:
 @click.option("--port", default=3000, show_default=True, type=int)
 @click.option("--no-seed", is_flag=True, help="Do not seed the demo warehouse.")
 @click.pass_context
-def up(ctx: click.Context, playbooks: str | None, home: str | None, host: str, port: int,
-       no_seed: bool) -> None:
+def up(
+    ctx: click.Context, playbooks: str | None, home: str | None, host: str, port: int, no_seed: bool
+) -> None:
     """Start the product: Dagster webserver + daemon with the playbooks loaded. Ctrl-C stops all."""
     from partnerships_orchestrator import launcher
     from partnerships_orchestrator.spec.loader import load_catalog
@@ -301,8 +383,10 @@ def up(ctx: click.Context, playbooks: str | None, home: str | None, host: str, p
         counts = _seed(settings)
         errors.print(f"warehouse: {settings.warehouse_db} ({counts.get('partners', 0)} partners)")
     catalog = load_catalog([settings.playbooks_dir], templates_dir=settings.templates_dir)
-    errors.print(f"playbooks: {settings.playbooks_dir} ({len(catalog.playbooks())} valid, "
-                 f"{len(catalog.invalid_files)} invalid file(s))")
+    errors.print(
+        f"playbooks: {settings.playbooks_dir} ({len(catalog.playbooks())} valid, "
+        f"{len(catalog.invalid_files)} invalid file(s))"
+    )
     for problem in catalog.problems:
         errors.print(f"  [yellow]{problem}[/]", highlight=False)
     errors.print(f"state: {settings.home}   dagster home: {settings.dagster_home}")
@@ -315,7 +399,8 @@ def up(ctx: click.Context, playbooks: str | None, home: str | None, host: str, p
         sys.exit(1)
     errors.print(f"[bold green]ready:[/] {url}   (Ctrl-C to stop)")
     code = launcher.run_until_signalled(
-        stack, lambda why: errors.print(f"stopping ({why}) ...", highlight=False))
+        stack, lambda why: errors.print(f"stopping ({why}) ...", highlight=False)
+    )
     errors.print("stopped")
     sys.exit(code)
 

@@ -25,21 +25,34 @@ def describe_playbook(playbook: Playbook) -> dict[str, Any]:
     steps = []
     for step in playbook.steps:
         fanout = graph.fanout_of(step.id)
-        steps.append({
-            "id": step.id, "type": step.type, "op": naming.op_name(playbook.id, step.id),
-            "depends_on": list(graph.deps(step.id)), "when": step.when,
-            "for_each": step.for_each, "per_item_of": fanout if fanout and fanout != step.id else None,
-            "collect": step.collect, "on_error": _policy_text(step_policy(playbook, step)),
-            "timeout_seconds": step_timeout(playbook, step),
-        })
+        steps.append(
+            {
+                "id": step.id,
+                "type": step.type,
+                "op": naming.op_name(playbook.id, step.id),
+                "depends_on": list(graph.deps(step.id)),
+                "when": step.when,
+                "for_each": step.for_each,
+                "per_item_of": fanout if fanout and fanout != step.id else None,
+                "collect": step.collect,
+                "on_error": _policy_text(step_policy(playbook, step)),
+                "timeout_seconds": step_timeout(playbook, step),
+            }
+        )
     return {
-        "id": playbook.id, "job": naming.job_name(playbook.id), "name": playbook.name,
-        "description": playbook.description, "owners": playbook.owners, "tags": playbook.tags,
+        "id": playbook.id,
+        "job": naming.job_name(playbook.id),
+        "name": playbook.name,
+        "description": playbook.description,
+        "owners": playbook.owners,
+        "tags": playbook.tags,
         "executor": playbook.executor,
         "max_runs": playbook.concurrency.max_runs if playbook.concurrency else None,
-        "triggers": [t.model_dump(exclude_none=True) for t in playbook.triggers] or [{"type": "manual"}],
+        "triggers": [t.model_dump(exclude_none=True) for t in playbook.triggers]
+        or [{"type": "manual"}],
         "inputs": {k: v.model_dump(exclude_none=True) for k, v in playbook.inputs.items()},
-        "levels": graph.levels, "steps": steps,
+        "levels": graph.levels,
+        "steps": steps,
     }
 
 
@@ -70,8 +83,10 @@ def render_playbook(view: dict[str, Any]) -> str:
     lines.append(f"  triggers: {triggers}")
     if view["inputs"]:
         lines.append("  inputs: " + ", ".join(_input_text(k, v) for k, v in view["inputs"].items()))
-    lines.append(f"  executor: {view['executor']}"
-                 + (f"; at most {view['max_runs']} run(s) at once" if view["max_runs"] else ""))
+    lines.append(
+        f"  executor: {view['executor']}"
+        + (f"; at most {view['max_runs']} run(s) at once" if view["max_runs"] else "")
+    )
     steps = {s["id"]: s for s in view["steps"]}
     for n, level in enumerate(view["levels"], start=1):
         parallel = " (in parallel)" if len(level) > 1 else ""

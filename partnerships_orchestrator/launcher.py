@@ -7,6 +7,7 @@ outlives it.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -67,10 +68,17 @@ class Stack:
     def start(self, args: list[str], env: dict[str, str], log: Path) -> None:
         log.parent.mkdir(parents=True, exist_ok=True)
         out = log.open("ab")
-        self.processes.append(subprocess.Popen(
-            args, env=env, cwd=PACKAGE_ROOT, stdout=out, stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL, start_new_session=True,
-        ))
+        self.processes.append(
+            subprocess.Popen(
+                args,
+                env=env,
+                cwd=PACKAGE_ROOT,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+            )
+        )
 
     def alive(self) -> bool:
         return all(p.poll() is None for p in self.processes)
@@ -81,23 +89,17 @@ class Stack:
             _signal_group(proc, signal.SIGTERM)
         deadline = time.monotonic() + grace
         for proc in self.processes:
-            try:
+            with contextlib.suppress(subprocess.TimeoutExpired):
                 proc.wait(timeout=max(0.0, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                pass
         for proc in self.processes:
             _signal_group(proc, signal.SIGKILL)
-            try:
+            with contextlib.suppress(subprocess.TimeoutExpired):
                 proc.wait(timeout=2)
-            except subprocess.TimeoutExpired:
-                pass
 
 
 def _signal_group(proc: subprocess.Popen[bytes], sig: signal.Signals) -> None:
-    try:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(proc.pid, sig)
-    except (ProcessLookupError, PermissionError):
-        pass
 
 
 def _bin(name: str) -> str:
@@ -111,14 +113,21 @@ def start_stack(settings: Settings, host: str, port: int) -> Stack:
     logs = settings.home / "logs"
     stack = Stack()
     workspace = str(workspace_file())
-    stack.start([_bin("dagster-webserver"), "-h", host, "-p", str(port), "-w", workspace],
-                env, logs / "webserver.log")
+    stack.start(
+        [_bin("dagster-webserver"), "-h", host, "-p", str(port), "-w", workspace],
+        env,
+        logs / "webserver.log",
+    )
     stack.start([_bin("dagster-daemon"), "run", "-w", workspace], env, logs / "daemon.log")
     return stack
 
 
-def wait_until_ready(url: str, stack: Stack, timeout: float = READY_TIMEOUT,
-                     on_wait: Callable[[], None] | None = None) -> bool:
+def wait_until_ready(
+    url: str,
+    stack: Stack,
+    timeout: float = READY_TIMEOUT,
+    on_wait: Callable[[], None] | None = None,
+) -> bool:
     """Poll the webserver's `/server_info` until it answers (or a child died, or time ran out)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline and stack.alive():

@@ -22,7 +22,9 @@ class PartnershipsResource(dg.ConfigurableResource):
     webhook_allow_hosts: list[str] = []
 
     @classmethod
-    def from_settings(cls, settings: Settings, allow_hosts: list[str] | None = None) -> PartnershipsResource:
+    def from_settings(
+        cls, settings: Settings, allow_hosts: list[str] | None = None
+    ) -> PartnershipsResource:
         return cls(
             home=str(settings.home),
             playbooks_dir=str(settings.playbooks_dir),

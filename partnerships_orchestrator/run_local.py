@@ -37,8 +37,14 @@ _STATUS = {
     "STEP_UP_FOR_RETRY": "retrying",
     "STEP_RESTARTED": "running",
 }
-_STYLE = {"running": "cyan", "succeeded": "green", "failed": "red", "skipped": "yellow",
-          "retrying": "magenta", "pending": "dim"}
+_STYLE = {
+    "running": "cyan",
+    "succeeded": "green",
+    "failed": "red",
+    "skipped": "yellow",
+    "retrying": "magenta",
+    "pending": "dim",
+}
 
 
 @dataclass
@@ -63,33 +69,51 @@ class RunSummary:
         return result
 
     def as_dict(self) -> dict[str, Any]:
-        return {"run_id": self.run_id, "playbook": self.playbook, "success": self.success,
-                "steps": self.steps, "counts": self.counts(), "messages_sent": self.messages_sent,
-                "outputs": jsonable(self.outputs), "errors": self.errors,
-                "dead_letters": self.dead_letters, "seconds": round(self.seconds, 3)}
+        return {
+            "run_id": self.run_id,
+            "playbook": self.playbook,
+            "success": self.success,
+            "steps": self.steps,
+            "counts": self.counts(),
+            "messages_sent": self.messages_sent,
+            "outputs": jsonable(self.outputs),
+            "errors": self.errors,
+            "dead_letters": self.dead_letters,
+            "seconds": round(self.seconds, 3),
+        }
 
     def print(self, console: Console) -> None:
         counts = self.counts()
         verdict = "[bold green]succeeded[/]" if self.success else "[bold red]failed[/]"
         console.print(f"run {self.run_id} of `{self.playbook}` {verdict} in {self.seconds:.1f}s")
-        console.print(f"steps: {counts['succeeded']} succeeded, {counts['skipped']} skipped, "
-                      f"{counts['failed']} failed; messages sent: {self.messages_sent}; "
-                      f"dead letters: {self.dead_letters}", highlight=False)
+        console.print(
+            f"steps: {counts['succeeded']} succeeded, {counts['skipped']} skipped, "
+            f"{counts['failed']} failed; messages sent: {self.messages_sent}; "
+            f"dead letters: {self.dead_letters}",
+            highlight=False,
+        )
         for step_id, value in self.outputs.items():
             text = json.dumps(jsonable(value), default=str)
-            console.print(f"output {step_id}: {text[:300]}{'…' if len(text) > 300 else ''}",
-                          highlight=False, markup=False)
+            console.print(
+                f"output {step_id}: {text[:300]}{'…' if len(text) > 300 else ''}",
+                highlight=False,
+                markup=False,
+            )
         for error in self.errors:
             console.print(f"[red]error:[/] {error}", highlight=False)
         if not self.success:
-            console.print("resume: open the run in the Dagster UI and choose Re-execute → From "
-                          "failure (messages already sent are not sent again)", highlight=False)
+            console.print(
+                "resume: open the run in the Dagster UI and choose Re-execute → From "
+                "failure (messages already sent are not sent again)",
+                highlight=False,
+            )
 
 
 def find_playbook(settings: Settings, playbook_id: str) -> tuple[Playbook, str, Any]:
     """The playbook, its file and the catalog; a clear error when it is unknown or invalid."""
-    catalog = load_catalog([settings.playbooks_dir], templates_dir=settings.templates_dir,
-                           check_expressions=False)
+    catalog = load_catalog(
+        [settings.playbooks_dir], templates_dir=settings.templates_dir, check_expressions=False
+    )
     for doc in catalog.documents:
         if isinstance(doc.model, Playbook) and doc.model.id == playbook_id:
             problems = validate_playbook_expressions(doc.model, catalog)
@@ -97,8 +121,10 @@ def find_playbook(settings: Settings, playbook_id: str) -> tuple[Playbook, str, 
                 raise SpecError(problems)
             return doc.model, doc.file, catalog
     known = ", ".join(sorted(p.id for p in catalog.playbooks())) or "none"
-    raise PartnershipsError(f"no valid playbook `{playbook_id}` in {settings.playbooks_dir}",
-                            hint=f"known playbooks: {known}; `partnerships validate` lists problems")
+    raise PartnershipsError(
+        f"no valid playbook `{playbook_id}` in {settings.playbooks_dir}",
+        hint=f"known playbooks: {known}; `partnerships validate` lists problems",
+    )
 
 
 def dagster_instance(settings: Settings) -> dg.DagsterInstance:
@@ -108,21 +134,33 @@ def dagster_instance(settings: Settings) -> dg.DagsterInstance:
     return dg.DagsterInstance.from_config(str(prepare_dagster_home(settings)))
 
 
-@dg.logger(description="Silent: `partnerships run` shows its own progress; full logs are in the UI.")
+@dg.logger(
+    description="Silent: `partnerships run` shows its own progress; full logs are in the UI."
+)
 def _quiet_logger(_init_context: Any) -> logging.Logger:
     logger = logging.Logger("partnerships.run", level=logging.CRITICAL)
     logger.addHandler(logging.NullHandler())
     return logger
 
 
-def run_playbook(settings: Settings, playbook_id: str, given: dict[str, Any], *,
-                 progress: bool = True, console: Console | None = None) -> RunSummary:
+def run_playbook(
+    settings: Settings,
+    playbook_id: str,
+    given: dict[str, Any],
+    *,
+    progress: bool = True,
+    console: Console | None = None,
+) -> RunSummary:
     """Run a playbook in process; inputs are checked before anything starts."""
     playbook, source, catalog = find_playbook(settings, playbook_id)
     inputs = check_inputs(playbook, given)
     quiet = {"console": _quiet_logger}
-    job = build_job(playbook, build_resources(settings, connections_of(catalog)), source=source,
-                    logger_defs=quiet)  # progress is ours to show; Dagster's own lines are in the UI
+    job = build_job(
+        playbook,
+        build_resources(settings, connections_of(catalog)),
+        source=source,
+        logger_defs=quiet,
+    )  # progress is ours to show; Dagster's own lines are in the UI
     instance = dagster_instance(settings)
     run_id = make_new_run_id()
     outcome: dict[str, Any] = {}
@@ -131,7 +169,9 @@ def run_playbook(settings: Settings, playbook_id: str, given: dict[str, Any], *,
         try:
             outcome["result"] = job.execute_in_process(
                 run_config={k: v for k, v in inputs.items() if v is not None},
-                instance=instance, run_id=run_id, raise_on_error=False,
+                instance=instance,
+                run_id=run_id,
+                raise_on_error=False,
                 tags={naming.TRIGGER_TAG: json.dumps({"type": "manual", "via": "cli"})},
             )
         except Exception as exc:  # reported in the summary, never swallowed
@@ -145,14 +185,17 @@ def run_playbook(settings: Settings, playbook_id: str, given: dict[str, Any], *,
     worker.join()
     if "error" in outcome:
         raise outcome["error"]
-    return _summarise(playbook, settings, run_id, outcome["result"], watcher,
-                      time.monotonic() - started)
+    return _summarise(
+        playbook, settings, run_id, outcome["result"], watcher, time.monotonic() - started
+    )
 
 
 class ProgressWatcher:
     """Follows a run's events in the instance's event log and keeps each step's status."""
 
-    def __init__(self, instance: dg.DagsterInstance, run_id: str, job: str, playbook: Playbook) -> None:
+    def __init__(
+        self, instance: dg.DagsterInstance, run_id: str, job: str, playbook: Playbook
+    ) -> None:
         self.instance = instance
         self.run_id = run_id
         self.prefix = f"{job}__"
@@ -170,7 +213,7 @@ class ProgressWatcher:
         """New (step, status) changes since the last poll."""
         records = self.instance.all_logs(self.run_id)
         changes = []
-        for record in records[self.seen:]:
+        for record in records[self.seen :]:
             change = self._change(record)
             if change:
                 changes.append(change)
@@ -226,19 +269,34 @@ class ProgressWatcher:
         return table
 
 
-def _summarise(playbook: Playbook, settings: Settings, run_id: str,
-               result: dg.ExecuteInProcessResult, watcher: ProgressWatcher, seconds: float) -> RunSummary:
+def _summarise(
+    playbook: Playbook,
+    settings: Settings,
+    run_id: str,
+    result: dg.ExecuteInProcessResult,
+    watcher: ProgressWatcher,
+    seconds: float,
+) -> RunSummary:
     state = StateStore(settings.state_url)
-    sent = sum(1 for d in state.deliveries(run_id) if d["run_id"] == run_id and d["status"] == "sent")
+    sent = sum(
+        1 for d in state.deliveries(run_id) if d["run_id"] == run_id and d["status"] == "sent"
+    )
     steps = {k: v for k, v in watcher.status.items() if "[" in k or v != "pending"}
     for step in playbook.steps:  # a mapped step that never ran per item shows as skipped
-        if steps.get(step.id) == "pending" or (step.id not in steps and not any(
-                k.startswith(f"{step.id}[") for k in steps)):
+        if steps.get(step.id) == "pending" or (
+            step.id not in steps and not any(k.startswith(f"{step.id}[") for k in steps)
+        ):
             steps[step.id] = "skipped"
     return RunSummary(
-        run_id=run_id, playbook=playbook.id, success=result.success, steps=steps,
-        messages_sent=sent, outputs=_leaf_outputs(playbook, result), errors=watcher.errors,
-        dead_letters=len(state.dead_letters(run_id=run_id)), seconds=seconds,
+        run_id=run_id,
+        playbook=playbook.id,
+        success=result.success,
+        steps=steps,
+        messages_sent=sent,
+        outputs=_leaf_outputs(playbook, result),
+        errors=watcher.errors,
+        dead_letters=len(state.dead_letters(run_id=run_id)),
+        seconds=seconds,
     )
 
 

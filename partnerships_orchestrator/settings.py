@@ -62,4 +62,6 @@ def load_settings(
     if tpl is None:
         sibling = pb.resolve().parent / DEFAULT_TEMPLATES
         tpl = sibling if sibling.is_dir() else Path(DEFAULT_TEMPLATES)
-    return Settings(playbooks_dir=pb.resolve(), templates_dir=Path(tpl).resolve(), home=hm.resolve())
+    return Settings(
+        playbooks_dir=pb.resolve(), templates_dir=Path(tpl).resolve(), home=hm.resolve()
+    )

@@ -80,7 +80,7 @@ def test_validate_passes_good_files_and_locates_problems(project):
     bad.write_text(BAD)
     code, out = invoke("validate")
     assert code == 1
-    line = next(l for l in out.splitlines() if "dependson" in l)
+    line = next(text for text in out.splitlines() if "dependson" in text)
     assert line.startswith(f"{bad}:8:5: steps[1].dependson: unknown key `dependson`")
     assert "depends_on" in line  # the did-you-mean hint
     code, out = invoke("validate", "--json")
@@ -138,4 +138,6 @@ def test_entry_point_is_installed(project):
     exe = Path(sys.executable).parent / "partnerships"
     done = subprocess.run([str(exe), "run", "cli-demo", "--quiet"], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
-    assert "steps: 4 succeeded, 1 skipped, 0 failed; messages sent: 2" in done.stdout.replace("\n", " ")
+    assert "steps: 4 succeeded, 1 skipped, 0 failed; messages sent: 2" in done.stdout.replace(
+        "\n", " "
+    )

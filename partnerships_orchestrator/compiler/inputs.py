@@ -121,7 +121,9 @@ def check_inputs(playbook: Playbook, given: Mapping[str, Any]) -> dict[str, Any]
     for name in given:
         if name not in playbook.inputs:
             known = ", ".join(playbook.inputs) or "none"
-            problems.append(InputError(f"unknown input `{name}`", hint=f"inputs of `{playbook.id}`: {known}"))
+            problems.append(
+                InputError(f"unknown input `{name}`", hint=f"inputs of `{playbook.id}`: {known}")
+            )
     values: dict[str, Any] = {}
     for name, spec in playbook.inputs.items():
         if name in given and given[name] is not None:
@@ -132,13 +134,19 @@ def check_inputs(playbook: Playbook, given: Mapping[str, Any]) -> dict[str, Any]
         elif spec.default is not None:
             values[name] = coerce(name, spec, spec.default)
         elif spec.is_required:
-            problems.append(InputError(f"missing required input `{name}` ({spec.type})",
-                                       hint=f"pass --input {name}=<{spec.type}>"))
+            problems.append(
+                InputError(
+                    f"missing required input `{name}` ({spec.type})",
+                    hint=f"pass --input {name}=<{spec.type}>",
+                )
+            )
         else:
             values[name] = None
     if problems:
-        raise InputError("; ".join(p.message for p in problems),
-                         hint="; ".join(p.hint for p in problems if p.hint))
+        raise InputError(
+            "; ".join(p.message for p in problems),
+            hint="; ".join(p.hint for p in problems if p.hint),
+        )
     return values
 
 

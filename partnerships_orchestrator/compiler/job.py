@@ -33,7 +33,9 @@ def step_policy(playbook: Playbook, step: StepBase) -> OnError:
 
 
 def step_timeout(playbook: Playbook, step: StepBase) -> float | None:
-    return step.timeout_seconds or (playbook.defaults.timeout_seconds if playbook.defaults else None)
+    return step.timeout_seconds or (
+        playbook.defaults.timeout_seconds if playbook.defaults else None
+    )
 
 
 def _resource_keys(step: StepBase) -> frozenset[str]:
@@ -65,31 +67,50 @@ def plan_steps(playbook: Playbook, graph: StepGraph) -> dict[str, StepPlan]:
                 for source in sorted(f for f in fanouts if f):
                     edges.append(Edge(naming.input_name(f"{source}_base"), source, "base"))
                 region = tuple(
-                    s for s in graph.order if s in graph.upstream(step.id)
-                    and graph.fanout_of(s) in fanouts
+                    s
+                    for s in graph.order
+                    if s in graph.upstream(step.id) and graph.fanout_of(s) in fanouts
                 )
                 # every fanned-out step upstream is gathered, so each one's list is complete
                 direct = set(graph.deps(step.id))
-                edges += [Edge(naming.input_name(s), s, "collected") for s in region if s not in direct]
+                edges += [
+                    Edge(naming.input_name(s), s, "collected") for s in region if s not in direct
+                ]
         plans[step.id] = StepPlan(
-            playbook=playbook, step=step, policy=step_policy(playbook, step),
-            timeout=step_timeout(playbook, step), mapped=fanout is not None, edges=tuple(edges),
-            region=region, resource_keys=_resource_keys(step),
+            playbook=playbook,
+            step=step,
+            policy=step_policy(playbook, step),
+            timeout=step_timeout(playbook, step),
+            mapped=fanout is not None,
+            edges=tuple(edges),
+            region=region,
+            resource_keys=_resource_keys(step),
         )
     return plans
 
 
 def _fanout_plan(playbook: Playbook, graph: StepGraph, step: StepBase) -> StepPlan:
     edges = tuple(Edge(naming.input_name(dep), dep) for dep in graph.deps(step.id))
-    return StepPlan(playbook=playbook, step=step, policy=step_policy(playbook, step), timeout=None,
-                    mapped=False, edges=edges)
+    return StepPlan(
+        playbook=playbook,
+        step=step,
+        policy=step_policy(playbook, step),
+        timeout=None,
+        mapped=False,
+        edges=edges,
+    )
 
 
-def _compose(playbook: Playbook, graph: StepGraph, plans: Mapping[str, StepPlan]) -> dg.GraphDefinition:
+def _compose(
+    playbook: Playbook, graph: StepGraph, plans: Mapping[str, StepPlan]
+) -> dg.GraphDefinition:
     """Wire the ops with a composition function, one fan-out region per `for_each`."""
     ops = {sid: build_step_op(plan) for sid, plan in plans.items()}
-    fanout_ops = {s.id: build_fanout_op(_fanout_plan(playbook, graph, s))
-                  for s in playbook.steps if s.for_each}
+    fanout_ops = {
+        s.id: build_fanout_op(_fanout_plan(playbook, graph, s))
+        for s in playbook.steps
+        if s.for_each
+    }
     regions: dict[str, list[str]] = {f: [] for f in fanout_ops}
     for sid in graph.order:
         fanout = graph.fanout_of(sid)
@@ -106,7 +127,7 @@ def _compose(playbook: Playbook, graph: StepGraph, plans: Mapping[str, StepPlan]
                 fanout = graph.fanout_of(sid)
                 if fanout and fanout != sid:
                     continue  # built with its region
-                needed = _needs(sid if not fanout else fanout, regions, graph)
+                needed = _needs(fanout if fanout else sid, regions, graph)
                 if not needed.issubset(done):
                     continue
                 if fanout == sid:
@@ -132,8 +153,13 @@ def _needs(sid: str, regions: Mapping[str, list[str]], graph: StepGraph) -> set[
     return needed
 
 
-def _invoke(op: dg.OpDefinition, plan: StepPlan, done: Mapping[str, Any], bases: Mapping[str, Any],
-            item: Any = None) -> Any:
+def _invoke(
+    op: dg.OpDefinition,
+    plan: StepPlan,
+    done: Mapping[str, Any],
+    bases: Mapping[str, Any],
+    item: Any = None,
+) -> Any:
     kwargs = {}
     for edge in plan.edges:
         if edge.how == "item":
@@ -147,9 +173,16 @@ def _invoke(op: dg.OpDefinition, plan: StepPlan, done: Mapping[str, Any], bases:
     return op(**kwargs)
 
 
-def _build_region(fanout: str, members: list[str], done: dict[str, Any], bases: dict[str, Any],
-                  fanout_ops: Mapping[str, dg.OpDefinition], ops: Mapping[str, dg.OpDefinition],
-                  plans: Mapping[str, StepPlan], graph: StepGraph) -> None:
+def _build_region(
+    fanout: str,
+    members: list[str],
+    done: dict[str, Any],
+    bases: dict[str, Any],
+    fanout_ops: Mapping[str, dg.OpDefinition],
+    ops: Mapping[str, dg.OpDefinition],
+    plans: Mapping[str, StepPlan],
+    graph: StepGraph,
+) -> None:
     fan_plan_edges = {naming.input_name(d): done[d] for d in graph.deps(fanout)}
     items, base = fanout_ops[fanout](**fan_plan_edges)
     bases[fanout] = base
@@ -165,8 +198,13 @@ def _build_region(fanout: str, members: list[str], done: dict[str, Any], bases: 
     done.update(zip(members, handles, strict=True))
 
 
-def build_job(playbook: Playbook, resources: Mapping[str, Any], *, source: str | None = None,
-              logger_defs: Mapping[str, dg.LoggerDefinition] | None = None) -> dg.JobDefinition:
+def build_job(
+    playbook: Playbook,
+    resources: Mapping[str, Any],
+    *,
+    source: str | None = None,
+    logger_defs: Mapping[str, dg.LoggerDefinition] | None = None,
+) -> dg.JobDefinition:
     """The Dagster job for one playbook, with its resources, executor, tags and inputs config."""
     graph = StepGraph.of(playbook)
     plans = plan_steps(playbook, graph)
@@ -175,13 +213,15 @@ def build_job(playbook: Playbook, resources: Mapping[str, Any], *, source: str |
     op_names += [naming.fanout_op_name(playbook.id, s.id) for s in playbook.steps if s.for_each]
     schema = config_schema(playbook)
 
-    loggers = {name: {} for name in logger_defs or {}}
+    loggers: dict[str, Any] = {name: {} for name in logger_defs or {}}
 
     def to_ops(config: Mapping[str, Any]) -> dict[str, Any]:
         mapped: dict[str, Any] = {"ops": {name: {"config": dict(config)} for name in op_names}}
         return {**mapped, "loggers": loggers} if loggers else mapped
 
-    executor = dg.multiprocess_executor if playbook.executor == "multiprocess" else dg.in_process_executor
+    executor = (
+        dg.multiprocess_executor if playbook.executor == "multiprocess" else dg.in_process_executor
+    )
     needed = {k for plan in plans.values() for k in plan.resource_keys}
     return composed.to_job(
         name=naming.job_name(playbook.id),

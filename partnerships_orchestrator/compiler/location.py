@@ -10,7 +10,11 @@ import dagster as dg
 from partnerships_orchestrator.compiler.repository import PlaybookRepositoryData
 from partnerships_orchestrator.connections import build_resources
 from partnerships_orchestrator.settings import Settings, load_settings
-from partnerships_orchestrator.spec.loader import Catalog, load_catalog, validate_playbook_expressions
+from partnerships_orchestrator.spec.loader import (
+    Catalog,
+    load_catalog,
+    validate_playbook_expressions,
+)
 from partnerships_orchestrator.spec.models import Connections, Playbook
 from partnerships_orchestrator.spec.problems import SpecError, SpecProblem
 
@@ -28,12 +32,15 @@ def connections_of(catalog: Catalog) -> Connections | None:
     return docs[0] if docs else None  # type: ignore[return-value]
 
 
-def build_repository(settings: Settings | None = None, *, strict: bool | None = None) -> dg.RepositoryDefinition:
+def build_repository(
+    settings: Settings | None = None, *, strict: bool | None = None
+) -> dg.RepositoryDefinition:
     """The `partnerships` repository: playbook jobs compiled on demand, triggers, resources."""
     settings = settings or load_settings()
     strict = strict_mode() if strict is None else strict
-    catalog = load_catalog([settings.playbooks_dir], templates_dir=settings.templates_dir,
-                           check_expressions=strict)
+    catalog = load_catalog(
+        [settings.playbooks_dir], templates_dir=settings.templates_dir, check_expressions=strict
+    )
     if strict and catalog.problems:
         raise SpecError(catalog.problems)
     resources = build_resources(settings, connections_of(catalog))
@@ -49,8 +56,8 @@ def build_repository(settings: Settings | None = None, *, strict: bool | None = 
         check=deferred_checks,
     )
 
-    @dg.repository(name=REPOSITORY_NAME, description="Partnerships Orchestrator playbooks")
+    @dg.repository(name=REPOSITORY_NAME, description="Partnerships Orchestrator playbooks")  # type: ignore[arg-type]
     def partnerships() -> PlaybookRepositoryData:
         return data
 
-    return partnerships
+    return partnerships  # type: ignore[return-value]

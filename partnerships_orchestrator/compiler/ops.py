@@ -29,8 +29,9 @@ from partnerships_orchestrator.compiler.scope import (
     merge,
     public,
     root_scope,
+    with_item,
+    with_output,
 )
-from partnerships_orchestrator.compiler.scope import with_item, with_output
 from partnerships_orchestrator.errors import (
     ExpressionError,
     InputError,
@@ -80,11 +81,20 @@ def retry_policy(policy: OnError) -> dg.RetryPolicy | None:
     """Dagster's RetryPolicy for an ``on_error: retry`` with more than one attempt."""
     if policy.action != "retry" or policy.max_attempts <= 1:
         return None
-    backoff = {"constant": None, "linear": dg.Backoff.LINEAR,
-               "exponential": dg.Backoff.EXPONENTIAL}[policy.backoff]
-    jitter = {"none": None, "full": dg.Jitter.FULL, "plus_minus": dg.Jitter.PLUS_MINUS}[policy.jitter]
-    return dg.RetryPolicy(max_retries=policy.max_attempts - 1, delay=policy.delay_seconds,
-                          backoff=backoff, jitter=jitter)
+    backoff = {
+        "constant": None,
+        "linear": dg.Backoff.LINEAR,
+        "exponential": dg.Backoff.EXPONENTIAL,
+    }[policy.backoff]
+    jitter = {"none": None, "full": dg.Jitter.FULL, "plus_minus": dg.Jitter.PLUS_MINUS}[
+        policy.jitter
+    ]
+    return dg.RetryPolicy(
+        max_retries=policy.max_attempts - 1,
+        delay=policy.delay_seconds,
+        backoff=backoff,
+        jitter=jitter,
+    )
 
 
 def _describe(plan: StepPlan) -> str:
@@ -144,8 +154,11 @@ def build_fanout_op(plan: StepPlan) -> dg.OpDefinition:
             )
         context.log.info(f"`{plan.step.id}` fans out over {len(items)} item(s)")
         for index, item in enumerate(items):
-            yield dg.DynamicOutput(with_item(scope, item, index), output_name="items",
-                                   mapping_key=_mapping_key(index, item))
+            yield dg.DynamicOutput(
+                with_item(scope, item, index),
+                output_name="items",
+                mapping_key=_mapping_key(index, item),
+            )
         yield dg.Output(scope, output_name="base")
 
     return _fanout_op
@@ -159,12 +172,17 @@ def _mapping_key(index: int, item: Any) -> str:
 
 # ---------------------------------------------------------------- run time
 
+
 def _run_info(context: OpExecutionContext, playbook: Playbook) -> RunInfo:
     record = context.instance.get_run_record_by_id(context.run_id)
     started = record.create_timestamp if record else datetime.now(UTC)
     run = context.dagster_run
-    return RunInfo(id=context.run_id, root_id=run.root_run_id or context.run_id,
-                   playbook=playbook.id, started_at=started.astimezone(UTC))
+    return RunInfo(
+        id=context.run_id,
+        root_id=run.root_run_id or context.run_id,
+        playbook=playbook.id,
+        started_at=started.astimezone(UTC),
+    )
 
 
 def _trigger(context: OpExecutionContext) -> dict[str, Any]:
@@ -172,12 +190,16 @@ def _trigger(context: OpExecutionContext) -> dict[str, Any]:
     if naming.TRIGGER_TAG in tags:
         return json.loads(tags[naming.TRIGGER_TAG])
     if "dagster/scheduled_execution_time" in tags:
-        return {"type": "cron",
-                "scheduled_time": datetime.fromisoformat(tags["dagster/scheduled_execution_time"])}
+        return {
+            "type": "cron",
+            "scheduled_time": datetime.fromisoformat(tags["dagster/scheduled_execution_time"]),
+        }
     return {"type": "manual"}
 
 
-def _incoming_scope(plan: StepPlan, context: OpExecutionContext, arrived: Mapping[str, Any]) -> Scope:
+def _incoming_scope(
+    plan: StepPlan, context: OpExecutionContext, arrived: Mapping[str, Any]
+) -> Scope:
     plain = [arrived[e.input] for e in plan.edges if e.how in ("plain", "base", "item")]
     collected = [s for e in plan.edges if e.how == "collected" for s in arrived[e.input]]
     if not plan.edges:
@@ -198,24 +220,34 @@ def _check_not_aborted(context: OpExecutionContext, plan: StepPlan) -> None:
         )
 
 
-def _execute(plan: StepPlan, context: OpExecutionContext, arrived: Mapping[str, Any]) -> Iterator[dg.Output]:
+def _execute(
+    plan: StepPlan, context: OpExecutionContext, arrived: Mapping[str, Any]
+) -> Iterator[dg.Output]:
     scope = _incoming_scope(plan, context, arrived)
     _check_not_aborted(context, plan)
     if scope.get(SKIPPED_KEY):  # an earlier step skipped this item: pass the marker along
-        context.log.info(f"{naming.SKIP_MARKER} `{plan.step.id}`: `{scope[SKIPPED_KEY]}` was skipped for this item")
+        context.log.info(
+            f"{naming.SKIP_MARKER} `{plan.step.id}`: `{scope[SKIPPED_KEY]}` was skipped for this item"
+        )
         yield dg.Output(scope)
         return
     resource = getattr(context.resources, RESOURCE_KEY)
     visible = public(scope)
     step_ctx = StepContext(
-        playbook=plan.playbook, step=plan.step, run=_run_info(context, plan.playbook),
-        scope=visible, settings=resource.settings,
+        playbook=plan.playbook,
+        step=plan.step,
+        run=_run_info(context, plan.playbook),
+        scope=visible,
+        settings=resource.settings,
         resources=_step_resources(context, resource, plan.playbook),
-        mapping_key=_current_mapping_key(context), log=context.log,
+        mapping_key=_current_mapping_key(context),
+        log=context.log,
     )
     try:
         if plan.step.when and not evaluate(plan.step.when, visible):
-            context.log.info(f"{naming.SKIP_MARKER} `{plan.step.id}`: `when: {plan.step.when}` is false")
+            context.log.info(
+                f"{naming.SKIP_MARKER} `{plan.step.id}`: `when: {plan.step.when}` is false"
+            )
             output = SKIPPED
         else:
             output = _run_with_timeout(plan, step_ctx)
@@ -235,11 +267,19 @@ def _current_mapping_key(context: OpExecutionContext) -> str | None:
     return context.get_mapping_key()
 
 
-def _step_resources(context: OpExecutionContext, resource: Any, playbook: Playbook) -> StepResources:
-    channels = {key: getattr(context.resources, key) for key in ("email", "sms", "slack", "teams")
-                if hasattr(context.resources, key)}
-    crm = {key: getattr(context.resources, key) for key in ("hubspot", "salesforce")
-           if hasattr(context.resources, key)}
+def _step_resources(
+    context: OpExecutionContext, resource: Any, playbook: Playbook
+) -> StepResources:
+    channels = {
+        key: getattr(context.resources, key)
+        for key in ("email", "sms", "slack", "teams")
+        if hasattr(context.resources, key)
+    }
+    crm = {
+        key: getattr(context.resources, key)
+        for key in ("hubspot", "salesforce")
+        if hasattr(context.resources, key)
+    }
     return StepResources(
         state=resource.state,
         warehouse=resource.warehouse,
@@ -289,7 +329,9 @@ def _dead_letter_inputs(plan: StepPlan, ctx: StepContext) -> dict[str, Any]:
     }
 
 
-def _handle_failure(plan: StepPlan, context: OpExecutionContext, ctx: StepContext, exc: Exception) -> None:
+def _handle_failure(
+    plan: StepPlan, context: OpExecutionContext, ctx: StepContext, exc: Exception
+) -> None:
     """Apply ``on_error``: skip (record, go on), abort (record, fail the run) or retry."""
     policy = plan.policy
     attempt = context.retry_number + 1
@@ -297,23 +339,35 @@ def _handle_failure(plan: StepPlan, context: OpExecutionContext, ctx: StepContex
     state = ctx.resources.state
 
     def dead_letter(action: str) -> None:
-        state.add_dead_letter(playbook=plan.playbook.id, step=ctx.step_key, run_id=context.run_id,
-                              action=action, error=exc, inputs=jsonable(_dead_letter_inputs(plan, ctx)),
-                              attempts=attempt)
+        state.add_dead_letter(
+            playbook=plan.playbook.id,
+            step=ctx.step_key,
+            run_id=context.run_id,
+            action=action,
+            error=exc,
+            inputs=jsonable(_dead_letter_inputs(plan, ctx)),
+            attempts=attempt,
+        )
 
     if policy.action == "skip":
         dead_letter("skip")
-        context.log.warning(f"{naming.SKIP_MARKER} `{plan.step.id}` failed and was skipped: {message}")
+        context.log.warning(
+            f"{naming.SKIP_MARKER} `{plan.step.id}` failed and was skipped: {message}"
+        )
         return  # the caller treats the step as skipped
     if policy.action == "abort":
         dead_letter("abort")
         context.instance.add_run_tags(context.run_id, {naming.ABORT_TAG: ctx.step_key})
-        raise dg.Failure(f"step `{ctx.step_key}` failed and aborted the run: {message}",
-                         allow_retries=False) from exc
+        raise dg.Failure(
+            f"step `{ctx.step_key}` failed and aborted the run: {message}", allow_retries=False
+        ) from exc
     retryable = not isinstance(exc, NOT_RETRYABLE) and getattr(exc, "retryable", True)
     if retryable and attempt < policy.max_attempts:
-        context.log.warning(f"`{ctx.step_key}` attempt {attempt}/{policy.max_attempts} failed: {message}")
+        context.log.warning(
+            f"`{ctx.step_key}` attempt {attempt}/{policy.max_attempts} failed: {message}"
+        )
         raise dg.Failure(f"attempt {attempt}/{policy.max_attempts} failed: {message}") from exc
     dead_letter("retry_exhausted" if retryable and policy.max_attempts > 1 else "failed")
-    raise dg.Failure(f"step `{ctx.step_key}` failed after {attempt} attempt(s): {message}",
-                     allow_retries=False) from exc
+    raise dg.Failure(
+        f"step `{ctx.step_key}` failed after {attempt} attempt(s): {message}", allow_retries=False
+    ) from exc

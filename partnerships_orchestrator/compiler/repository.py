@@ -34,7 +34,9 @@ class PlaybookRepositoryData(dg.RepositoryData):
         base: dg.RepositoryData | None = None,
     ) -> None:
         self._playbooks = {naming.job_name(pb.id): (pb, source) for pb, source in playbooks}
-        self._invalid = {naming.invalid_job_name(_stem(f)): (f, list(p)) for f, p in invalid_files.items()}
+        self._invalid = {
+            naming.invalid_job_name(_stem(f)): (f, list(p)) for f, p in invalid_files.items()
+        }
         self._resources = dict(resources)
         self._state_url = state_url
         self._check = check  # playbook -> list[SpecProblem]: the checks deferred to compile time
@@ -47,8 +49,11 @@ class PlaybookRepositoryData(dg.RepositoryData):
         return [*self._playbooks, *self._invalid, *base]
 
     def has_job(self, job_name: str) -> bool:
-        return job_name in self._playbooks or job_name in self._invalid or bool(
-            self._base and self._base.has_job(job_name))
+        return (
+            job_name in self._playbooks
+            or job_name in self._invalid
+            or bool(self._base and self._base.has_job(job_name))
+        )
 
     def get_job(self, job_name: str) -> dg.JobDefinition:
         if job_name not in self._jobs:
@@ -113,8 +118,10 @@ class PlaybookRepositoryData(dg.RepositoryData):
     def get_top_level_resources(self) -> Mapping[str, dg.ResourceDefinition]:
         from dagster._core.definitions.resource_definition import ResourceDefinition
 
-        own = {k: v if isinstance(v, ResourceDefinition) else v.get_resource_definition()
-               for k, v in self._resources.items()}
+        own = {
+            k: v if isinstance(v, ResourceDefinition) else v.get_resource_definition()
+            for k, v in self._resources.items()
+        }
         return {**own, **(self._base.get_top_level_resources() if self._base else {})}
 
     def get_env_vars_by_top_level_resource(self) -> Mapping[str, Any]:

@@ -16,7 +16,9 @@ _REGION = "_region"  # ids of the steps mapped under the current fan-out
 SKIPPED_KEY = "_skipped"  # set on an item's scope once one of its steps was skipped
 
 
-def root_scope(inputs: Mapping[str, Any], trigger: Mapping[str, Any], run: Mapping[str, Any]) -> Scope:
+def root_scope(
+    inputs: Mapping[str, Any], trigger: Mapping[str, Any], run: Mapping[str, Any]
+) -> Scope:
     return {"inputs": dict(inputs), "trigger": dict(trigger), "run": dict(run), "steps": {}}
 
 

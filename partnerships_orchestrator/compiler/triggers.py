@@ -12,7 +12,12 @@ import dagster as dg
 from partnerships_orchestrator.compiler import naming
 from partnerships_orchestrator.compiler.inputs import check_inputs
 from partnerships_orchestrator.errors import InputError
-from partnerships_orchestrator.spec.models import CronTrigger, DatasetTrigger, Playbook, WebhookTrigger
+from partnerships_orchestrator.spec.models import (
+    CronTrigger,
+    DatasetTrigger,
+    Playbook,
+    WebhookTrigger,
+)
 from partnerships_orchestrator.store.jsonable import jsonable
 from partnerships_orchestrator.store.state import StateStore
 
@@ -51,8 +56,13 @@ def webhook_run_request(playbook: Playbook, entry: dict[str, Any]) -> dg.RunRequ
     payload = entry["payload"] if isinstance(entry["payload"], dict) else {"body": entry["payload"]}
     given = {k: v for k, v in payload.items() if k in playbook.inputs}
     inputs = check_inputs(playbook, given)
-    trigger = {"type": "webhook", "webhook_id": entry["webhook_id"], "payload": payload,
-               "received_at": jsonable(entry["received_at"]), **payload}
+    trigger = {
+        "type": "webhook",
+        "webhook_id": entry["webhook_id"],
+        "payload": payload,
+        "received_at": jsonable(entry["received_at"]),
+        **payload,
+    }
     return dg.RunRequest(
         run_key=f"webhook:{entry['webhook_id']}",
         run_config={k: v for k, v in inputs.items() if v is not None},
@@ -70,8 +80,14 @@ def _webhook_sensor(playbook: Playbook, job: str, state_url: str) -> dg.SensorDe
                 yield webhook_run_request(playbook, entry)
             except InputError as exc:
                 context.log.warning(f"webhook {entry['webhook_id']} refused: {exc}")
-                store.add_dead_letter(playbook=playbook.id, step="(trigger)", run_id="",
-                                      action="refused", error=exc, inputs=entry["payload"])
+                store.add_dead_letter(
+                    playbook=playbook.id,
+                    step="(trigger)",
+                    run_id="",
+                    action="refused",
+                    error=exc,
+                    inputs=entry["payload"],
+                )
         context.update_cursor(str(cursor))
 
     return dg.SensorDefinition(
@@ -85,9 +101,15 @@ def _webhook_sensor(playbook: Playbook, job: str, state_url: str) -> dg.SensorDe
 
 
 def _dataset_sensor(playbook: Playbook, job: str, dataset: str) -> dg.SensorDefinition:
-    def evaluate(context: dg.SensorEvaluationContext, asset_event: dg.EventLogEntry) -> dg.RunRequest:
-        trigger = {"type": "dataset", "dataset": dataset, "run_id": asset_event.run_id,
-                   "timestamp": asset_event.timestamp}
+    def evaluate(
+        context: dg.SensorEvaluationContext, asset_event: dg.EventLogEntry
+    ) -> dg.RunRequest:
+        trigger = {
+            "type": "dataset",
+            "dataset": dataset,
+            "run_id": asset_event.run_id,
+            "timestamp": asset_event.timestamp,
+        }
         return dg.RunRequest(
             run_key=f"dataset:{dataset}:{asset_event.run_id}:{asset_event.timestamp}",
             tags={naming.TRIGGER_TAG: json.dumps(trigger)},

@@ -29,16 +29,30 @@ class OutboxChannel(dg.ConfigurableResource):
 
     def send(self, message: Message) -> Receipt:
         if PERMANENT_FAILURE_DOMAIN in message.to:
-            raise DeliveryError(f"outbox refused {message.to}: reserved failing address",
-                                hint=f"`{PERMANENT_FAILURE_DOMAIN}` always fails in the sandbox",
-                                retryable=False)
+            raise DeliveryError(
+                f"outbox refused {message.to}: reserved failing address",
+                hint=f"`{PERMANENT_FAILURE_DOMAIN}` always fails in the sandbox",
+                retryable=False,
+            )
         if TRANSIENT_FAILURE_DOMAIN in message.to and message.metadata.get("attempt", 1) <= 1:
-            raise DeliveryError(f"outbox could not deliver to {message.to} (transient)",
-                                hint=f"`{TRANSIENT_FAILURE_DOMAIN}` fails once, then delivers")
+            raise DeliveryError(
+                f"outbox could not deliver to {message.to} (transient)",
+                hint=f"`{TRANSIENT_FAILURE_DOMAIN}` fails once, then delivers",
+            )
         message_id = StateStore(self.state_url).add_to_outbox(
-            channel=message.channel, recipient=message.to, subject=message.subject,
-            body=message.body, attachments=list(message.attachments), playbook=message.playbook,
-            run_id=message.run_id, step=message.step,
+            channel=message.channel,
+            recipient=message.to,
+            subject=message.subject,
+            body=message.body,
+            attachments=list(message.attachments),
+            playbook=message.playbook,
+            run_id=message.run_id,
+            step=message.step,
         )
-        return Receipt(provider="outbox", channel=message.channel, to=message.to,
-                       message_id=message_id, status="sent")
+        return Receipt(
+            provider="outbox",
+            channel=message.channel,
+            to=message.to,
+            message_id=message_id,
+            status="sent",
+        )

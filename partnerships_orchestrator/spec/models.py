@@ -130,6 +130,7 @@ class StepBase(Model):
     """Keys common to every step type."""
 
     id: str = Field(pattern=r"^[A-Za-z_][A-Za-z0-9_-]*$", description="Unique in the playbook.")
+    type: str = Field(description="`query`, `evaluate`, `template`, `communicate` or `webhook`.")
     name: str | None = Field(None, description="Human label shown in the UI.")
     description: str | None = Field(None, description="What the step does (shown in the UI).")
     depends_on: list[str] = Field(default_factory=list, description="Step ids this step needs.")

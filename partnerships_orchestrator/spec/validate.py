@@ -298,7 +298,7 @@ def check_refused_playbook(
     triggers: list[Trigger] | None = _valid_or_none(_TRIGGERS, data.get("triggers") or [])
     playbook = Playbook.model_construct(
         id=str(data.get("id")),
-        steps=[step or _placeholder(raw) for raw, step in zip(raw_steps, steps, strict=True)],
+        steps=[step or _placeholder(raw) for raw, step in zip(raw_steps, steps, strict=True)],  # type: ignore[misc]
         inputs=inputs or {},
         triggers=triggers or [],
     )
@@ -342,6 +342,7 @@ def _placeholder(raw: dict[str, Any]) -> StepBase:
     for_each = raw.get("for_each")
     return StepBase.model_construct(
         id=raw["id"],
+        type=str(raw.get("type", "")),
         depends_on=[d for d in depends_on if isinstance(d, str)]
         if isinstance(depends_on, list)
         else [],

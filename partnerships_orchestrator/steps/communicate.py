@@ -21,7 +21,9 @@ from partnerships_orchestrator.store.state import DeliveryKey
 def run(step: CommunicateStep, ctx: StepContext) -> list[dict[str, Any]]:
     provider = _provider(step, ctx)
     if provider.provider_name == "outbox":
-        ctx.log.info(f"`{step.id}`: no {step.channel} connection configured; using the sandbox outbox")
+        ctx.log.info(
+            f"`{step.id}`: no {step.channel} connection configured; using the sandbox outbox"
+        )
     subject = _text(step.subject, ctx)
     body = _body(step, ctx)
     attachments = tuple(str(_text(a, ctx)) for a in step.attachments)
@@ -36,8 +38,10 @@ def run(step: CommunicateStep, ctx: StepContext) -> list[dict[str, Any]]:
 def _provider(step: CommunicateStep, ctx: StepContext) -> ChannelProvider:
     provider = ctx.resources.channels.get(step.channel)
     if provider is None:
-        raise StepError(f"no provider for channel `{step.channel}`",
-                        hint="configure it in a `kind: connections` document")
+        raise StepError(
+            f"no provider for channel `{step.channel}`",
+            hint="configure it in a `kind: connections` document",
+        )
     if step.provider and step.provider != provider.provider_name:
         raise StepError(
             f"step `{step.id}` asks for provider `{step.provider}` but channel `{step.channel}` "
@@ -73,30 +77,59 @@ def _recipients(step: CommunicateStep, ctx: StepContext) -> list[str]:
     return list(dict.fromkeys(recipients))
 
 
-def _deliver_once(step: CommunicateStep, ctx: StepContext, provider: ChannelProvider,
-                  recipient: str, subject: str | None, body: str,
-                  attachments: tuple[str, ...]) -> dict[str, Any]:
+def _deliver_once(
+    step: CommunicateStep,
+    ctx: StepContext,
+    provider: ChannelProvider,
+    recipient: str,
+    subject: str | None,
+    body: str,
+    attachments: tuple[str, ...],
+) -> dict[str, Any]:
     state = ctx.resources.state
     key = DeliveryKey(ctx.run.root_id, step.id, ctx.mapping_key or "", recipient)
-    claim = state.reserve(key, run_id=ctx.run.id, playbook=ctx.playbook.id,
-                          channel=step.channel, provider=provider.provider_name)
+    claim = state.reserve(
+        key,
+        run_id=ctx.run.id,
+        playbook=ctx.playbook.id,
+        channel=step.channel,
+        provider=provider.provider_name,
+    )
     if claim == "sent":
         ctx.log.info(f"`{ctx.step_key}`: {recipient} already has this message; not sending again")
         previous = state.delivery(key) or {}
         return {**(previous.get("receipt") or {}), "status": "already_sent", "to": recipient}
     if claim == "pending":
-        ctx.log.warning(f"`{ctx.step_key}`: an earlier attempt to {recipient} ended mid-send; "
-                        "not sending again (it may have arrived)")
-        state.add_dead_letter(playbook=ctx.playbook.id, step=ctx.step_key, run_id=ctx.run.id,
-                              action="undelivered", error="delivery state unknown after a crash",
-                              inputs={"recipient": recipient, "subject": subject})
-        return {"provider": provider.provider_name, "channel": step.channel, "to": recipient,
-                "status": "unknown"}
-    message = Message(channel=step.channel, to=recipient, body=body, subject=subject,
-                      attachments=attachments, run_id=ctx.run.id, step=ctx.step_key,
-                      playbook=ctx.playbook.id,
-                      idempotency_key=f"{key.root_run_id}:{key.step}:{key.item_key}:{recipient}",
-                      metadata={"attempt": 1 if claim == "new" else 2})
+        ctx.log.warning(
+            f"`{ctx.step_key}`: an earlier attempt to {recipient} ended mid-send; "
+            "not sending again (it may have arrived)"
+        )
+        state.add_dead_letter(
+            playbook=ctx.playbook.id,
+            step=ctx.step_key,
+            run_id=ctx.run.id,
+            action="undelivered",
+            error="delivery state unknown after a crash",
+            inputs={"recipient": recipient, "subject": subject},
+        )
+        return {
+            "provider": provider.provider_name,
+            "channel": step.channel,
+            "to": recipient,
+            "status": "unknown",
+        }
+    message = Message(
+        channel=step.channel,
+        to=recipient,
+        body=body,
+        subject=subject,
+        attachments=attachments,
+        run_id=ctx.run.id,
+        step=ctx.step_key,
+        playbook=ctx.playbook.id,
+        idempotency_key=f"{key.root_run_id}:{key.step}:{key.item_key}:{recipient}",
+        metadata={"attempt": 1 if claim == "new" else 2},
+    )
     try:
         receipt: Receipt = provider.send(message)
     except DeliveryError as exc:

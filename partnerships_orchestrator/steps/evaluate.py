@@ -5,10 +5,10 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from partnerships_orchestrator.compiler.naming import SKIP_MARKER
 from partnerships_orchestrator.errors import StepError
 from partnerships_orchestrator.expressions import evaluate
 from partnerships_orchestrator.spec.models import EvaluateStep
-from partnerships_orchestrator.compiler.naming import SKIP_MARKER
 from partnerships_orchestrator.steps.context import SKIPPED, StepContext
 
 
@@ -18,7 +18,9 @@ def run(step: EvaluateStep, ctx: StepContext) -> Any:
         return evaluate(step.expression, scope)
     if step.rows is None and "item" in scope:  # inside a fan-out: work on the item
         if step.filter is not None and not evaluate(step.filter, {**scope, "row": scope["item"]}):
-            ctx.log.info(f"{SKIP_MARKER} `{step.id}`: `filter: {step.filter}` is false for this item")
+            ctx.log.info(
+                f"{SKIP_MARKER} `{step.id}`: `filter: {step.filter}` is false for this item"
+            )
             return SKIPPED
         return _assign(step, scope, scope["item"])
     rows = _rows(step, scope)

@@ -70,7 +70,9 @@ class StateStore:
         self.engine = _engine(url)
 
     # ------------------------------------------------------------ delivery ledger
-    def reserve(self, key: DeliveryKey, *, run_id: str, playbook: str, channel: str, provider: str) -> str:
+    def reserve(
+        self, key: DeliveryKey, *, run_id: str, playbook: str, channel: str, provider: str
+    ) -> str:
         """Claim a delivery before sending; returns ``new``, ``retry`` or the blocking status.
 
         ``new``/``retry`` mean the caller may send now. ``sent`` means it was delivered before;
@@ -79,10 +81,18 @@ class StateStore:
         """
         now = _now()
         row = {
-            "root_run_id": key.root_run_id, "step": key.step, "item_key": key.item_key,
-            "recipient": key.recipient, "run_id": run_id, "playbook": playbook,
-            "channel": channel, "provider": provider, "status": "pending", "attempts": 1,
-            "created_at": now, "updated_at": now,
+            "root_run_id": key.root_run_id,
+            "step": key.step,
+            "item_key": key.item_key,
+            "recipient": key.recipient,
+            "run_id": run_id,
+            "playbook": playbook,
+            "channel": channel,
+            "provider": provider,
+            "status": "pending",
+            "attempts": 1,
+            "created_at": now,
+            "updated_at": now,
         }
         with self.engine.begin() as conn:
             try:
@@ -94,8 +104,13 @@ class StateStore:
             claimed = conn.execute(
                 update(tables.deliveries)
                 .where(*self._match(key), tables.deliveries.c.status == "failed")
-                .values(status="pending", run_id=run_id, provider=provider, updated_at=now,
-                        attempts=tables.deliveries.c.attempts + 1)
+                .values(
+                    status="pending",
+                    run_id=run_id,
+                    provider=provider,
+                    updated_at=now,
+                    attempts=tables.deliveries.c.attempts + 1,
+                )
             ).rowcount
             if claimed:
                 return "retry"
@@ -113,7 +128,9 @@ class StateStore:
 
     def delivery(self, key: DeliveryKey) -> dict[str, Any] | None:
         with self.engine.connect() as conn:
-            row = conn.execute(select(tables.deliveries).where(*self._match(key))).mappings().first()
+            row = (
+                conn.execute(select(tables.deliveries).where(*self._match(key))).mappings().first()
+            )
         return dict(row) if row else None
 
     def deliveries(self, run_id: str | None = None) -> list[dict[str, Any]]:
@@ -126,29 +143,55 @@ class StateStore:
     def _finish(self, key: DeliveryKey, **values: Any) -> None:
         with self.engine.begin() as conn:
             conn.execute(
-                update(tables.deliveries).where(*self._match(key)).values(updated_at=_now(), **values)
+                update(tables.deliveries)
+                .where(*self._match(key))
+                .values(updated_at=_now(), **values)
             )
 
     @staticmethod
     def _match(key: DeliveryKey) -> tuple[Any, ...]:
         c = tables.deliveries.c
-        return (c.root_run_id == key.root_run_id, c.step == key.step,
-                c.item_key == key.item_key, c.recipient == key.recipient)
+        return (
+            c.root_run_id == key.root_run_id,
+            c.step == key.step,
+            c.item_key == key.item_key,
+            c.recipient == key.recipient,
+        )
 
     # ------------------------------------------------------------ sandbox outbox
-    def add_to_outbox(self, *, channel: str, recipient: str, subject: str | None, body: str,
-                      attachments: list[str], playbook: str, run_id: str, step: str) -> str:
+    def add_to_outbox(
+        self,
+        *,
+        channel: str,
+        recipient: str,
+        subject: str | None,
+        body: str,
+        attachments: list[str],
+        playbook: str,
+        run_id: str,
+        step: str,
+    ) -> str:
         message_id = f"outbox-{uuid.uuid4().hex[:16]}"
         with self.engine.begin() as conn:
-            conn.execute(insert(tables.outbox).values(
-                channel=channel, recipient=recipient, subject=subject, body=body,
-                attachments=attachments, playbook=playbook, run_id=run_id, step=step,
-                message_id=message_id, created_at=_now(),
-            ))
+            conn.execute(
+                insert(tables.outbox).values(
+                    channel=channel,
+                    recipient=recipient,
+                    subject=subject,
+                    body=body,
+                    attachments=attachments,
+                    playbook=playbook,
+                    run_id=run_id,
+                    step=step,
+                    message_id=message_id,
+                    created_at=_now(),
+                )
+            )
         return message_id
 
-    def outbox(self, *, run_id: str | None = None, channel: str | None = None,
-               limit: int | None = None) -> list[dict[str, Any]]:
+    def outbox(
+        self, *, run_id: str | None = None, channel: str | None = None, limit: int | None = None
+    ) -> list[dict[str, Any]]:
         query = select(tables.outbox).order_by(tables.outbox.c.id)
         if run_id:
             query = query.where(tables.outbox.c.run_id == run_id)
@@ -160,19 +203,38 @@ class StateStore:
             return [dict(r) for r in conn.execute(query).mappings()]
 
     # ------------------------------------------------------------ dead letters
-    def add_dead_letter(self, *, playbook: str, step: str, run_id: str, action: str,
-                        error: BaseException | str, inputs: Any, attempts: int = 1) -> int:
+    def add_dead_letter(
+        self,
+        *,
+        playbook: str,
+        step: str,
+        run_id: str,
+        action: str,
+        error: BaseException | str,
+        inputs: Any,
+        attempts: int = 1,
+    ) -> int:
         error_type = type(error).__name__ if isinstance(error, BaseException) else "Error"
         with self.engine.begin() as conn:
-            result = conn.execute(insert(tables.dead_letters).values(
-                playbook=playbook, step=step, run_id=run_id, action=action,
-                error_type=error_type, error=str(error), inputs=jsonable(inputs),
-                attempts=attempts, status="open", created_at=_now(),
-            ))
-        return int(result.inserted_primary_key[0])
+            result = conn.execute(
+                insert(tables.dead_letters).values(
+                    playbook=playbook,
+                    step=step,
+                    run_id=run_id,
+                    action=action,
+                    error_type=error_type,
+                    error=str(error),
+                    inputs=jsonable(inputs),
+                    attempts=attempts,
+                    status="open",
+                    created_at=_now(),
+                )
+            )
+        return int(result.inserted_primary_key[0])  # type: ignore[index]
 
-    def dead_letters(self, *, playbook: str | None = None, run_id: str | None = None,
-                     status: str | None = None) -> list[dict[str, Any]]:
+    def dead_letters(
+        self, *, playbook: str | None = None, run_id: str | None = None, status: str | None = None
+    ) -> list[dict[str, Any]]:
         query = select(tables.dead_letters).order_by(tables.dead_letters.c.id)
         if playbook:
             query = query.where(tables.dead_letters.c.playbook == playbook)
@@ -188,18 +250,26 @@ class StateStore:
         """Store an inbound call once per ``webhook_id``; ``None`` when it was a duplicate."""
         try:
             with self.engine.begin() as conn:
-                result = conn.execute(insert(tables.inbox).values(
-                    playbook=playbook, webhook_id=webhook_id, payload=jsonable(payload),
-                    received_at=_now(),
-                ))
+                result = conn.execute(
+                    insert(tables.inbox).values(
+                        playbook=playbook,
+                        webhook_id=webhook_id,
+                        payload=jsonable(payload),
+                        received_at=_now(),
+                    )
+                )
         except IntegrityError:
             return None
-        return int(result.inserted_primary_key[0])
+        return int(result.inserted_primary_key[0])  # type: ignore[index]
 
     def inbox_after(self, playbook: str, cursor: int, limit: int = 100) -> Iterator[dict[str, Any]]:
         c = tables.inbox.c
-        query = (select(tables.inbox).where(c.playbook == playbook, c.id > cursor)
-                 .order_by(c.id).limit(limit))
+        query = (
+            select(tables.inbox)
+            .where(c.playbook == playbook, c.id > cursor)
+            .order_by(c.id)
+            .limit(limit)
+        )
         with self.engine.connect() as conn:
             rows = [dict(r) for r in conn.execute(query).mappings()]
         yield from rows
@@ -217,7 +287,9 @@ class StateStore:
         made = "whsec_" + base64.b64encode(pysecrets.token_bytes(32)).decode()
         try:
             with self.engine.begin() as conn:
-                conn.execute(insert(tables.secrets).values(name=name, value=made, created_at=_now()))
+                conn.execute(
+                    insert(tables.secrets).values(name=name, value=made, created_at=_now())
+                )
         except IntegrityError:
             return self.webhook_secret(playbook)
         return made

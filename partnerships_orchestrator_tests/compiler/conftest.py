@@ -32,8 +32,11 @@ from partnerships_orchestrator_tests.emulators.core import serve
 def settings(tmp_path: Path) -> Settings:
     (tmp_path / "templates").mkdir()
     (tmp_path / "playbooks").mkdir()
-    settings = Settings(playbooks_dir=tmp_path / "playbooks", templates_dir=tmp_path / "templates",
-                        home=tmp_path / "home")
+    settings = Settings(
+        playbooks_dir=tmp_path / "playbooks",
+        templates_dir=tmp_path / "templates",
+        home=tmp_path / "home",
+    )
     engine = create_engine_for(settings.warehouse_url)
     ensure_schema(engine)
     seed_demo_data(engine, partners=40)
@@ -71,7 +74,9 @@ def receiver() -> Iterator[Receiver]:
 
     async def hook(request: Request) -> Response:
         body = await request.body()
-        rec.calls.append({"path": request.url.path, "body": body.decode(), "headers": dict(request.headers)})
+        rec.calls.append(
+            {"path": request.url.path, "body": body.decode(), "headers": dict(request.headers)}
+        )
         if len(rec.calls) <= rec.fail_first:
             return JSONResponse({"error": "temporarily unavailable"}, status_code=503)
         return JSONResponse({"ok": True, "n": len(rec.calls)})
@@ -89,9 +94,13 @@ def receiver() -> Iterator[Receiver]:
         ok = await asyncio.get_running_loop().run_in_executor(None, rec.all_met.wait, 60)
         return JSONResponse({"met": ok}, status_code=200 if ok else 504)
 
-    app = Starlette(routes=[Route("/hook", hook, methods=["POST", "GET"]),
-                            Route("/meet", meet, methods=["POST"]),
-                            Route("/slow", slow, methods=["POST", "GET"])])
+    app = Starlette(
+        routes=[
+            Route("/hook", hook, methods=["POST", "GET"]),
+            Route("/meet", meet, methods=["POST"]),
+            Route("/slow", slow, methods=["POST", "GET"]),
+        ]
+    )
     with serve(app) as server:
         rec.url = server.url
         yield rec
@@ -126,8 +135,9 @@ def run_playbook(settings: Settings, instance: dg.DagsterInstance) -> RunPlayboo
 
     def run(text: str, run_config: dict[str, Any] | None = None) -> dg.ExecuteInProcessResult:
         job = build_job(playbook_from(text), build_resources(settings, None))
-        return job.execute_in_process(run_config=run_config or {}, raise_on_error=False,
-                                      instance=instance)
+        return job.execute_in_process(
+            run_config=run_config or {}, raise_on_error=False, instance=instance
+        )
 
     return run
 

@@ -5,10 +5,10 @@ from __future__ import annotations
 import dagster as dg
 import pytest
 
+from partnerships_orchestrator.compiler.inputs import check_inputs
 from partnerships_orchestrator.compiler.job import build_job
 from partnerships_orchestrator.connections import build_resources
 from partnerships_orchestrator.errors import InputError
-from partnerships_orchestrator.compiler.inputs import check_inputs
 from partnerships_orchestrator.store.state import StateStore
 from partnerships_orchestrator_tests.compiler.conftest import messages, playbook_from, step_events
 
@@ -33,7 +33,9 @@ steps:
 
     levels = create_execution_plan(job).get_steps_to_execute_by_level()
     assert [sorted(s.key for s in level) for level in levels] == [
-        ["branches__a", "branches__b"], ["branches__c"]]
+        ["branches__a", "branches__b"],
+        ["branches__c"],
+    ]
 
 
 def test_join_sees_every_upstream_output(run_playbook):
@@ -64,14 +66,17 @@ steps:
     assert "STEP_SKIPPED" in events["cond__after_gated"]
     assert output(result, "cond", "sibling") == "sib"
     assert any("[skipped] `gated`" in m for m in messages(instance, result))
-    again = run_playbook("""
+    again = run_playbook(
+        """
 id: cond
 inputs: {go: {type: boolean, default: false}}
 steps:
   - {id: start, type: evaluate, expression: "'s'"}
   - {id: gated, type: evaluate, depends_on: [start], when: "inputs.go", expression: "'g'"}
   - {id: after_gated, type: evaluate, depends_on: [gated], expression: "steps.gated.output"}
-""", {"go": True})
+""",
+        {"go": True},
+    )
     assert output(again, "cond", "after_gated") == "g"
 
 
@@ -132,14 +137,17 @@ steps:
     assert len(retries) == 2
     waits = [e.event_specific_data.seconds_to_wait for e in retries]
     assert waits[1] > waits[0] >= 0.05  # exponential backoff
-    job = build_job(playbook_from(f"""
+    job = build_job(
+        playbook_from(f"""
 id: retrying
 steps:
   - id: call
     type: webhook
     url: "{hooks.url}/hook"
     on_error: {{action: retry, max_attempts: 3, delay_seconds: 0.05, backoff: exponential, jitter: full}}
-"""), {})
+"""),
+        {},
+    )
     policy = job.graph.node_named("retrying__call").definition.retry_policy
     assert policy.max_retries == 2 and policy.backoff == dg.Backoff.EXPONENTIAL
     assert policy.jitter == dg.Jitter.FULL and policy.delay == 0.05
@@ -163,7 +171,9 @@ steps:
     assert letter["inputs"]["step"]["url"].endswith("/hook")
 
 
-def test_skip_policy_records_and_skips_dependents_but_not_siblings(run_playbook, hooks, state, instance):
+def test_skip_policy_records_and_skips_dependents_but_not_siblings(
+    run_playbook, hooks, state, instance
+):
     hooks.fail_first = 10
     result = run_playbook(f"""
 id: skipping
@@ -201,7 +211,10 @@ steps:
     assert len(hooks.calls) == 1  # abort never retries
     events = step_events(result)
     assert "STEP_SUCCESS" not in events.get("aborting__later", [])
-    assert "STEP_FAILURE" in events["aborting__unrelated"] or "STEP_FAILURE" in events["aborting__later"]
+    assert (
+        "STEP_FAILURE" in events["aborting__unrelated"]
+        or "STEP_FAILURE" in events["aborting__later"]
+    )
     letters = state.dead_letters(run_id=result.run_id)
     assert [(d["step"], d["action"]) for d in letters] == [("call", "abort")]
 
@@ -267,7 +280,9 @@ steps:
 
 
 def test_every_step_type_runs_in_one_playbook(run_playbook, hooks, settings):
-    (settings.templates_dir / "note.md.j2").write_text("# {{ title }}\n{% for p in rows %}- {{ p.name }}\n{% endfor %}")
+    (settings.templates_dir / "note.md.j2").write_text(
+        "# {{ title }}\n{% for p in rows %}- {{ p.name }}\n{% endfor %}"
+    )
     result = run_playbook(f"""
 id: all-types
 steps:
@@ -303,11 +318,12 @@ steps:
     assert [m["channel"] for m in outbox] == ["slack"]
     assert all(name in outbox[0]["body"] for name in names)
     import json
+
     assert json.loads(hooks.calls[0]["body"]) == {"sent": 1, "names": names}
 
 
 def test_collect_still_runs_when_every_item_was_skipped(run_playbook):
-    result = run_playbook(FANOUT.replace("when: \"item % 2 == 0\"", "when: \"item > 100\""))
+    result = run_playbook(FANOUT.replace('when: "item % 2 == 0"', 'when: "item > 100"'))
     assert result.success
     gathered = output(result, "fan", "gathered")
     assert gathered["evens"] == [] and gathered["doubled"] == [0, 2, 4, 6, 8]

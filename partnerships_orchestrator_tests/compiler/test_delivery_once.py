@@ -31,7 +31,12 @@ def test_retried_step_after_half_its_messages_sends_each_once(run_playbook, sett
     assert len(retries) == 1  # the first attempt failed at the third recipient
     outbox = StateStore(settings.state_url).outbox(run_id=result.run_id)
     recipients = [m["recipient"] for m in outbox]
-    assert sorted(recipients) == ["a@example.org", "b@example.org", "c@flaky.invalid", "d@example.org"]
+    assert sorted(recipients) == [
+        "a@example.org",
+        "b@example.org",
+        "c@flaky.invalid",
+        "d@example.org",
+    ]
     ledger = StateStore(settings.state_url).deliveries(result.run_id)
     assert {d["recipient"]: d["status"] for d in ledger} == dict.fromkeys(recipients, "sent")
     assert {d["recipient"]: d["attempts"] for d in ledger}["c@flaky.invalid"] == 2
@@ -41,7 +46,10 @@ def test_permanent_failure_keeps_what_was_sent_and_dead_letters(run_playbook, se
     result = run_playbook(HALF_THEN_FAIL.replace("c@flaky.invalid", "c@fail.invalid"))
     assert not result.success
     store = StateStore(settings.state_url)
-    assert [m["recipient"] for m in store.outbox(run_id=result.run_id)] == ["a@example.org", "b@example.org"]
+    assert [m["recipient"] for m in store.outbox(run_id=result.run_id)] == [
+        "a@example.org",
+        "b@example.org",
+    ]
     assert [d["action"] for d in store.dead_letters(run_id=result.run_id)] == ["failed"]
 
 
@@ -49,26 +57,33 @@ def _code_location(tmp_path: Path, settings: Settings, playbook: str) -> Reconst
     """A code location file for these settings, loaded the way Dagster's run workers load one."""
     (settings.playbooks_dir / "announce.yaml").write_text(playbook)
     module = tmp_path / f"location_{tmp_path.name}.py"
-    module.write_text(textwrap.dedent(f"""
+    module.write_text(
+        textwrap.dedent(f"""
         from partnerships_orchestrator.compiler.location import build_repository
         from partnerships_orchestrator.settings import Settings
         from pathlib import Path
         defs = build_repository(Settings(playbooks_dir=Path({str(settings.playbooks_dir)!r}),
                                          templates_dir=Path({str(settings.templates_dir)!r}),
                                          home=Path({str(settings.home)!r})))
-    """))
+    """)
+    )
     return ReconstructableRepository.for_file(str(module), "defs", working_directory=str(tmp_path))
 
 
 def test_reexecuted_run_does_not_send_again(tmp_path, settings):
-    recon = _code_location(tmp_path, settings, HALF_THEN_FAIL.replace("c@flaky.invalid", "c@example.org"))
+    recon = _code_location(
+        tmp_path, settings, HALF_THEN_FAIL.replace("c@flaky.invalid", "c@example.org")
+    )
     job = recon.get_reconstructable_job("announce")
     (tmp_path / "dagster").mkdir(exist_ok=True)
     with dg.instance_for_test(temp_dir=str(tmp_path / "dagster")) as instance:
         first = dg.execute_job(job, instance=instance)
         assert first.success
-        second = dg.execute_job(job, instance=instance,
-                                reexecution_options=dg.ReexecutionOptions(parent_run_id=first.run_id))
+        second = dg.execute_job(
+            job,
+            instance=instance,
+            reexecution_options=dg.ReexecutionOptions(parent_run_id=first.run_id),
+        )
         assert second.success and second.run_id != first.run_id
     store = StateStore(settings.state_url)
     assert len(store.outbox()) == 4  # four recipients, nothing went out twice

@@ -44,10 +44,13 @@ def test_jobs_are_compiled_only_when_asked_for_by_name(folder):
 
 
 def test_an_invalid_file_becomes_a_failing_job_and_hides_nothing(folder):
-    (folder.playbooks_dir / "oops.yaml").write_text("id: oops\nsteps:\n  - {id: a, type: evaluate, expression: '1 +'}\n")
+    (folder.playbooks_dir / "oops.yaml").write_text(
+        "id: oops\nsteps:\n  - {id: a, type: evaluate, expression: '1 +'}\n"
+    )
     (folder.playbooks_dir / "cycle.yaml").write_text(
         "id: cycle\nsteps:\n  - {id: a, type: evaluate, expression: '1', depends_on: [b]}\n"
-        "  - {id: b, type: evaluate, expression: '1', depends_on: [a]}\n")
+        "  - {id: b, type: evaluate, expression: '1', depends_on: [a]}\n"
+    )
     repo = build_repository(folder, strict=False)
     names = repo._repository_data.get_job_names()  # noqa: SLF001
     assert len([n for n in names if n.startswith("pb_")]) == 20

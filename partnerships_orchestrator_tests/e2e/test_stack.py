@@ -87,11 +87,19 @@ def product(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Product]:
     (playbooks / "broken.yaml").write_text("id: broken\nsteps:\n  - {id: a, type: nope}\n")
     port = _free_port()
     env = {k: v for k, v in os.environ.items() if k != "DAGSTER_HOME"}
-    env.update(PARTNERSHIPS_HOME=str(base / "home"), PARTNERSHIPS_PLAYBOOKS=str(playbooks),
-               PARTNERSHIPS_TEMPLATES=str(ROOT / "templates"))
+    env.update(
+        PARTNERSHIPS_HOME=str(base / "home"),
+        PARTNERSHIPS_PLAYBOOKS=str(playbooks),
+        PARTNERSHIPS_TEMPLATES=str(ROOT / "templates"),
+    )
     log = (base / "up.log").open("wb")
-    process = subprocess.Popen([str(BIN / "partnerships"), "up", "--port", str(port)], cwd=ROOT,
-                               env=env, stdout=log, stderr=subprocess.STDOUT)
+    process = subprocess.Popen(
+        [str(BIN / "partnerships"), "up", "--port", str(port)],
+        cwd=ROOT,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 240
     while time.monotonic() < deadline and process.poll() is None:
@@ -107,17 +115,21 @@ def product(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Product]:
 
 
 def _graphql(product: Product, query: str, variables: dict | None = None) -> dict:
-    response = httpx.post(f"{product.url}/graphql", json={"query": query, "variables": variables or {}},
-                          timeout=30)
+    response = httpx.post(
+        f"{product.url}/graphql", json={"query": query, "variables": variables or {}}, timeout=30
+    )
     response.raise_for_status()
     return response.json()["data"]
 
 
 def test_playbook_is_a_job_with_description_tags_and_typed_launchpad(product):
-    data = _graphql(product, """
+    data = _graphql(
+        product,
+        """
       { repositoryOrError(repositorySelector: {repositoryLocationName: "partnerships",
                                                repositoryName: "partnerships"}) {
-          ... on Repository { jobs { name description tags { key value } } } } }""")
+          ... on Repository { jobs { name description tags { key value } } } } }""",
+    )
     jobs = {j["name"]: j for j in data["repositoryOrError"]["jobs"]}
     hello = jobs["e2e_hello"]
     assert hello["description"].startswith("End-to-end hello: Greets the gold partners.")
@@ -125,20 +137,26 @@ def test_playbook_is_a_job_with_description_tags_and_typed_launchpad(product):
     assert tags["team"] == "partner-ops" and tags["partnerships/playbook"] == "e2e-hello"
     assert "INVALID" in jobs["invalid__broken"]["description"]
     assert "broken.yaml:3" in jobs["invalid__broken"]["description"]
-    schema = _graphql(product, """
+    schema = _graphql(
+        product,
+        """
       { runConfigSchemaOrError(selector: {repositoryLocationName: "partnerships",
             repositoryName: "partnerships", pipelineName: "e2e_hello"}) {
           ... on RunConfigSchema { rootConfigType { key ... on CompositeConfigType {
-              fields { name isRequired } } } } } }""")
+              fields { name isRequired } } } } } }""",
+    )
     fields = {f["name"] for f in schema["runConfigSchemaOrError"]["rootConfigType"]["fields"]}
     assert fields == {"tier", "limit"}
 
 
 def test_run_launched_through_graphql_delivers_to_the_outbox(product):
     client = DagsterGraphQLClient("127.0.0.1", port_number=product.port)
-    run_id = client.submit_job_execution("e2e_hello", repository_location_name="partnerships",
-                                         repository_name="partnerships",
-                                         run_config={"tier": "silver", "limit": 2})
+    run_id = client.submit_job_execution(
+        "e2e_hello",
+        repository_location_name="partnerships",
+        repository_name="partnerships",
+        run_config={"tier": "silver", "limit": 2},
+    )
     deadline = time.monotonic() + 180
     status = None
     while time.monotonic() < deadline:
@@ -147,8 +165,14 @@ def test_run_launched_through_graphql_delivers_to_the_outbox(product):
             break
         time.sleep(0.5)
     assert status == "SUCCESS"
-    out = subprocess.run([str(BIN / "partnerships"), "outbox", "--json", "--run", run_id],
-                         env=product.env, cwd=ROOT, capture_output=True, text=True, check=True)
+    out = subprocess.run(
+        [str(BIN / "partnerships"), "outbox", "--json", "--run", run_id],
+        env=product.env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     messages = json.loads(out.stdout)
     assert len(messages) == 2
     assert all(m["subject"].startswith("Hello ") and m["channel"] == "email" for m in messages)
