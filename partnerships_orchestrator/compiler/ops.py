@@ -76,6 +76,12 @@ class StepPlan:
     def op_name(self) -> str:
         return naming.op_name(self.playbook.id, self.step.id)
 
+    @property
+    def pool(self) -> str | None:
+        """The Dagster concurrency pool of the connection this step calls, if any."""
+        connections = sorted(self.resource_keys - {RESOURCE_KEY})
+        return connections[0] if connections else None
+
 
 def retry_policy(policy: OnError) -> dg.RetryPolicy | None:
     """Dagster's RetryPolicy for an ``on_error: retry`` with more than one attempt."""
@@ -123,6 +129,7 @@ def build_step_op(plan: StepPlan) -> dg.OpDefinition:
         required_resource_keys=set(plan.resource_keys),
         retry_policy=retry_policy(plan.policy),
         tags={"kind": plan.step.type, naming.PLAYBOOK_TAG: plan.playbook.id},
+        pool=plan.pool,
     )
     def _step_op(context, **arrived: Any) -> Iterator[dg.Output]:
         yield from _execute(plan, context, arrived)
