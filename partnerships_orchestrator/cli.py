@@ -341,6 +341,42 @@ def dead_letters(
     errors.print(f"{len(letters)} dead letter(s)", highlight=False)
 
 
+# ---------------------------------------------------------------- connections
+
+
+@main.group()
+def connections() -> None:
+    """The vendors playbooks talk to (the `kind: connections` document)."""
+
+
+@connections.command(name="check")
+@common_options
+@json_option
+@click.pass_context
+def connections_check(
+    ctx: click.Context, playbooks: str | None, home: str | None, as_json: bool
+) -> None:
+    """Check each configured connection authenticates, and show its rate limit (never a secret)."""
+    from partnerships_orchestrator.connection_check import check_connections
+
+    results = check_connections(_settings(ctx))
+    if as_json:
+        _print_json(results)
+    else:
+        table = Table("connection", "provider", "status", "rate limit", "detail")
+        for r in results:
+            status = "[green]ok[/]" if r["ok"] else "[red]failed[/]"
+            table.add_row(
+                r["connection"],
+                r["provider"],
+                status,
+                r.get("rate_limit") or "",
+                r.get("detail") or "",
+            )
+        console.print(table)
+    sys.exit(0 if all(r["ok"] for r in results) else 1)
+
+
 # ---------------------------------------------------------------- the product
 
 

@@ -1,7 +1,8 @@
-"""The Dagster resources every playbook op uses: where state lives and how to reach the warehouse."""
+"""The Dagster resource every playbook op uses: where state lives and how to reach the warehouse."""
 
 from __future__ import annotations
 
+import re
 from functools import cache
 from pathlib import Path
 
@@ -11,6 +12,8 @@ from sqlalchemy.engine import Engine
 from partnerships_orchestrator.settings import Settings
 from partnerships_orchestrator.store.state import StateStore
 
+_LONE_ENV = re.compile(r"^\$\{env:(?P<name>[A-Za-z_][A-Za-z0-9_]*)\}$")
+
 
 class PartnershipsResource(dg.ConfigurableResource):
     """Local state, templates and the partner warehouse, as configured for this deployment."""
@@ -18,18 +21,24 @@ class PartnershipsResource(dg.ConfigurableResource):
     home: str
     playbooks_dir: str
     templates_dir: str
-    warehouse_url: str
+    warehouse_url: str  # may be a secret reference, resolved on first use
+    default_warehouse_url: str = ""
     webhook_allow_hosts: list[str] = []
 
     @classmethod
     def from_settings(
-        cls, settings: Settings, allow_hosts: list[str] | None = None
+        cls,
+        settings: Settings,
+        allow_hosts: list[str] | None = None,
+        *,
+        warehouse_url: str | None = None,
     ) -> PartnershipsResource:
         return cls(
             home=str(settings.home),
             playbooks_dir=str(settings.playbooks_dir),
             templates_dir=str(settings.templates_dir),
-            warehouse_url=settings.warehouse_url,
+            warehouse_url=warehouse_url or settings.warehouse_url,
+            default_warehouse_url=settings.warehouse_url,
             webhook_allow_hosts=allow_hosts or [],
         )
 
@@ -47,7 +56,22 @@ class PartnershipsResource(dg.ConfigurableResource):
 
     def warehouse(self) -> Engine:
         """The pooled warehouse engine, created on first use and shared by the process."""
-        return _warehouse_engine(self.warehouse_url)
+        return _warehouse_engine(
+            resolve_warehouse_url(self.warehouse_url, self.default_warehouse_url)
+        )
+
+
+def resolve_warehouse_url(url: str, default: str) -> str:
+    """The warehouse URL with secrets resolved; a lone `${env:NAME}` that is unset means the
+    embedded SQLite warehouse (as the connections document's `warehouse` entry promises)."""
+    import os
+
+    from partnerships_orchestrator.connectors.secrets import SecretResolver, has_references
+
+    lone = _LONE_ENV.match(url)
+    if lone and not os.environ.get(lone.group("name")):
+        return default or url
+    return SecretResolver.from_env().resolve(url) if has_references(url) else url
 
 
 @cache

@@ -101,6 +101,12 @@ def check_document(
         findings += _schedule_problems(schedule.cron, schedule.timezone, ("schedule",), file, index)
     if isinstance(model, Report):
         findings += _report_problems(model, file, index, context)
+    if isinstance(model, Connections):
+        from partnerships_orchestrator.connections import connection_problems
+
+        findings += [
+            Finding(file, index, p.loc, p.message, p.hint) for p in connection_problems(model)
+        ]
     return findings
 
 

@@ -8,6 +8,8 @@ dead-lettered instead.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from partnerships_orchestrator.connectors.channel import ChannelProvider, Message, Receipt
@@ -15,7 +17,7 @@ from partnerships_orchestrator.errors import DeliveryError, StepError
 from partnerships_orchestrator.expressions import render_string
 from partnerships_orchestrator.spec.models import CommunicateStep
 from partnerships_orchestrator.steps.context import StepContext
-from partnerships_orchestrator.store.state import DeliveryKey
+from partnerships_orchestrator.store.state import DeliveryKey, StateStore
 
 
 def run(step: CommunicateStep, ctx: StepContext) -> list[dict[str, Any]]:
@@ -27,9 +29,19 @@ def run(step: CommunicateStep, ctx: StepContext) -> list[dict[str, Any]]:
     subject = _text(step.subject, ctx)
     body = _body(step, ctx)
     attachments = tuple(str(_text(a, ctx)) for a in step.attachments)
-    receipts = []
-    for recipient in _recipients(step, ctx):
-        receipts.append(_deliver_once(step, ctx, provider, recipient, subject, body, attachments))
+    recipients = _recipients(step, ctx)
+
+    def claim(recipient: str) -> _Claim:
+        return _claim(step, ctx, provider, recipient, subject)
+
+    if len(recipients) > 1 and hasattr(provider, "send_batch"):
+        claims = _send_batch(provider, [claim(r) for r in recipients], body, attachments)
+    else:
+        claims = _send_each(provider, recipients, claim, body, attachments)
+    failed = next((c.error for c in claims if c.error is not None), None)
+    if failed is not None:
+        raise failed
+    receipts = [c.receipt for c in claims]
     sent = sum(1 for r in receipts if r["status"] == "sent")
     ctx.log.info(f"`{ctx.step_key}`: {sent} sent, {len(receipts) - sent} not sent again")
     return receipts
@@ -77,15 +89,72 @@ def _recipients(step: CommunicateStep, ctx: StepContext) -> list[str]:
     return list(dict.fromkeys(recipients))
 
 
-def _deliver_once(
+def _send_each(
+    provider: ChannelProvider,
+    recipients: list[str],
+    claim: Callable[[str], _Claim],
+    body: str,
+    attachments: tuple[str, ...],
+) -> list[_Claim]:
+    """Claim and send one recipient at a time, stopping at the first refusal.
+
+    Claiming just before each send means a crash leaves at most the one in-flight delivery in
+    doubt; an unknown outcome (e.g. a timeout after the request left) propagates and leaves that
+    delivery pending, so it is never sent blindly again.
+    """
+    claims: list[_Claim] = []
+    for recipient in recipients:
+        current = claim(recipient)
+        claims.append(current)
+        if current.message_for is None:
+            continue
+        try:
+            current.record(provider.send(current.message_for(body, attachments)))
+        except DeliveryError as exc:
+            current.record(exc)
+            break
+    return claims
+
+
+def _send_batch(
+    provider: Any, claims: list[_Claim], body: str, attachments: tuple[str, ...]
+) -> list[_Claim]:
+    """Claim every recipient, then send through the provider's batch API in one go."""
+    sendable = [c for c in claims if c.message_for is not None]
+    if sendable:
+        results = provider.send_batch([c.message_for(body, attachments) for c in sendable])  # type: ignore[misc]
+        for current, result in zip(sendable, results, strict=True):
+            current.record(result)
+    return claims
+
+
+@dataclass
+class _Claim:
+    """One recipient's ledger claim: send now, or what happened before."""
+
+    state: StateStore
+    key: DeliveryKey
+    receipt: dict[str, Any]
+    message_for: Callable[[str, tuple[str, ...]], Message] | None = None
+    error: DeliveryError | None = None
+
+    def record(self, result: Receipt | DeliveryError) -> None:
+        if isinstance(result, DeliveryError):
+            self.state.mark_failed(self.key, str(result))
+            self.receipt = {**self.receipt, "status": "failed", "error": str(result)}
+            self.error = result
+        else:
+            self.state.mark_sent(self.key, result.as_dict())
+            self.receipt = result.as_dict()
+
+
+def _claim(
     step: CommunicateStep,
     ctx: StepContext,
     provider: ChannelProvider,
     recipient: str,
     subject: str | None,
-    body: str,
-    attachments: tuple[str, ...],
-) -> dict[str, Any]:
+) -> _Claim:
     state = ctx.resources.state
     key = DeliveryKey(ctx.run.root_id, step.id, ctx.mapping_key or "", recipient)
     claim = state.reserve(
@@ -95,10 +164,11 @@ def _deliver_once(
         channel=step.channel,
         provider=provider.provider_name,
     )
+    base = {"provider": provider.provider_name, "channel": step.channel, "to": recipient}
     if claim == "sent":
         ctx.log.info(f"`{ctx.step_key}`: {recipient} already has this message; not sending again")
         previous = state.delivery(key) or {}
-        return {**(previous.get("receipt") or {}), "status": "already_sent", "to": recipient}
+        return _Claim(state, key, {**(previous.get("receipt") or base), "status": "already_sent"})
     if claim == "pending":
         ctx.log.warning(
             f"`{ctx.step_key}`: an earlier attempt to {recipient} ended mid-send; "
@@ -112,28 +182,21 @@ def _deliver_once(
             error="delivery state unknown after a crash",
             inputs={"recipient": recipient, "subject": subject},
         )
-        return {
-            "provider": provider.provider_name,
-            "channel": step.channel,
-            "to": recipient,
-            "status": "unknown",
-        }
-    message = Message(
-        channel=step.channel,
-        to=recipient,
-        body=body,
-        subject=subject,
-        attachments=attachments,
-        run_id=ctx.run.id,
-        step=ctx.step_key,
-        playbook=ctx.playbook.id,
-        idempotency_key=f"{key.root_run_id}:{key.step}:{key.item_key}:{recipient}",
-        metadata={"attempt": 1 if claim == "new" else 2},
-    )
-    try:
-        receipt: Receipt = provider.send(message)
-    except DeliveryError as exc:
-        state.mark_failed(key, str(exc))
-        raise
-    state.mark_sent(key, receipt.as_dict())
-    return receipt.as_dict()
+        return _Claim(state, key, {**base, "status": "unknown"})
+    attempt = int((state.delivery(key) or {}).get("attempts") or 1)
+
+    def message_for(body: str, attachments: tuple[str, ...]) -> Message:
+        return Message(
+            channel=step.channel,
+            to=recipient,
+            body=body,
+            subject=subject,
+            attachments=attachments,
+            run_id=ctx.run.id,
+            step=ctx.step_key,
+            playbook=ctx.playbook.id,
+            idempotency_key=f"{key.root_run_id}:{key.step}:{key.item_key}:{recipient}",
+            metadata={"attempt": attempt},
+        )
+
+    return _Claim(state, key, {**base, "status": "pending"}, message_for)

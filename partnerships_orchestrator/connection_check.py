@@ -1,0 +1,73 @@
+"""`partnerships connections check`: does each configured connection authenticate?"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from partnerships_orchestrator.compiler.location import connections_of
+from partnerships_orchestrator.connections import CHANNELS, build_resources, configured, provider_of
+from partnerships_orchestrator.errors import PartnershipsError
+from partnerships_orchestrator.settings import Settings
+from partnerships_orchestrator.spec.loader import load_catalog
+
+
+def check_connections(settings: Settings) -> list[dict[str, Any]]:
+    """One result per connector: configured ones are called, the others say they use the outbox."""
+    catalog = load_catalog(
+        [settings.playbooks_dir], templates_dir=settings.templates_dir, check_expressions=False
+    )
+    doc = connections_of(catalog)
+    entries = configured(doc)
+    results: list[dict[str, Any]] = []
+    try:
+        resources = build_resources(settings, doc)
+    except PartnershipsError as exc:
+        return [{"connection": "connections", "provider": "", "ok": False, "detail": str(exc)}]
+    for name, entry in entries.items():
+        results.append(
+            {"connection": name, "provider": provider_of(name, entry), **_check(resources[name])}
+        )
+    for channel in CHANNELS:
+        if channel not in entries:
+            results.append(
+                {
+                    "connection": channel,
+                    "provider": "outbox",
+                    "ok": True,
+                    "detail": "sandbox: messages are kept locally (`partnerships outbox`)",
+                }
+            )
+    results.append(_check_warehouse(resources["partnerships"]))
+    return results
+
+
+def _check(resource: Any) -> dict[str, Any]:
+    try:
+        outcome = dict(resource.check())
+    except PartnershipsError as exc:  # secrets are never part of these messages
+        return {"ok": False, "detail": str(exc)}
+    outcome.setdefault("ok", True)
+    return outcome
+
+
+def _check_warehouse(resource: Any) -> dict[str, Any]:
+    from partnerships_orchestrator.resources import resolve_warehouse_url
+    from partnerships_orchestrator.warehouse import mask_url
+
+    try:
+        url = resolve_warehouse_url(resource.warehouse_url, resource.default_warehouse_url)
+        with resource.warehouse().connect():
+            pass
+    except PartnershipsError as exc:
+        return {
+            "connection": "warehouse",
+            "provider": "sqlalchemy",
+            "ok": False,
+            "detail": str(exc),
+        }
+    return {
+        "connection": "warehouse",
+        "provider": url.split(":", 1)[0],
+        "ok": True,
+        "detail": mask_url(url),
+    }
