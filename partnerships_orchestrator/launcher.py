@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -36,14 +35,34 @@ def workspace_file() -> Path:
     return PACKAGE_ROOT / "workspace.yaml"
 
 
+POSTGRES_ENV = "DAGSTER_POSTGRES_URL"
+
+
+def dagster_postgres_url(url: str) -> str:
+    """dagster-postgres needs the psycopg2 driver (SQLAlchemy 2.1 defaults `postgresql://` to
+    psycopg 3, whose server-side binding breaks Dagster's NOTIFY statement)."""
+    scheme, sep, rest = url.partition("://")
+    if scheme in ("postgres", "postgresql", "postgresql+psycopg"):
+        return f"postgresql+psycopg2{sep}{rest}"
+    return url
+
+
 def prepare_dagster_home(settings: Settings) -> Path:
-    """Make DAGSTER_HOME and put the product's `dagster.yaml` there (Dagster reads it from there)."""
+    """Make DAGSTER_HOME and put the product's `dagster.yaml` there (Dagster reads it from there).
+
+    With DAGSTER_POSTGRES_URL set, the PostgreSQL storage block is added to it. A user's own
+    DAGSTER_HOME that already has a `dagster.yaml` is left alone.
+    """
     home = settings.dagster_home
     home.mkdir(parents=True, exist_ok=True)
     target = home / "dagster.yaml"
-    user_home = "DAGSTER_HOME" in os.environ
-    if not (user_home and target.exists()):
-        shutil.copyfile(instance_config_source(), target)
+    if "DAGSTER_HOME" in os.environ and target.exists():
+        return home
+    config = instance_config_source().read_text()
+    if os.environ.get(POSTGRES_ENV):
+        os.environ[POSTGRES_ENV] = dagster_postgres_url(os.environ[POSTGRES_ENV])
+        config += "\n" + (PACKAGE_ROOT / "deploy" / "storage-postgres.yaml").read_text()
+    target.write_text(config)
     return home
 
 

@@ -1,0 +1,58 @@
+"""The scale-out profile on a real PostgreSQL: Dagster storage and the partner warehouse."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import dagster as dg
+import pytest
+from sqlalchemy import text
+
+from partnerships_orchestrator.demo import seed_demo_data
+from partnerships_orchestrator.run_local import run_playbook
+from partnerships_orchestrator.settings import Settings
+from partnerships_orchestrator.store.state import StateStore
+from partnerships_orchestrator.warehouse import create_engine_for, ensure_schema
+from partnerships_orchestrator_tests.postgres import create_database
+
+PLAYBOOK = """
+id: pg-digest
+steps:
+  - id: stages
+    type: query
+    sql: "select stage, count(*) as n, sum(amount) as total from deals group by stage order by stage"
+  - id: post
+    type: communicate
+    depends_on: [stages]
+    channel: slack
+    to: "#partnerships"
+    body: "{% for s in steps.stages.rows %}{{ s.stage }}: {{ s.n }} ({{ s.total | money }})\\n{% endfor %}"
+"""
+
+
+def test_runs_and_warehouse_on_postgresql(postgres_url, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    warehouse_url = create_database(postgres_url, "warehouse_profile")
+    dagster_url = create_database(postgres_url, "dagster_profile")
+    engine = create_engine_for(warehouse_url)
+    ensure_schema(engine)
+    seed_demo_data(engine, partners=40)
+    (tmp_path / "playbooks").mkdir()
+    (tmp_path / "templates").mkdir()
+    (tmp_path / "playbooks" / "pg.yaml").write_text(PLAYBOOK)
+    monkeypatch.setenv("PARTNER_WAREHOUSE_URL", warehouse_url)
+    monkeypatch.setenv("DAGSTER_POSTGRES_URL", dagster_url)
+    monkeypatch.delenv("DAGSTER_HOME", raising=False)
+    settings = Settings(playbooks_dir=tmp_path / "playbooks", templates_dir=tmp_path / "templates",
+                        home=tmp_path / "home")
+
+    summary = run_playbook(settings, "pg-digest", {}, progress=False)
+
+    assert summary.success, summary.errors
+    instance = dg.DagsterInstance.from_config(str(settings.dagster_home))
+    assert type(instance.run_storage).__name__ == "PostgresRunStorage"
+    assert instance.get_run_by_id(summary.run_id).is_success
+    with engine.connect() as conn:
+        stages = conn.execute(text("select count(distinct stage) from deals")).scalar_one()
+    [message] = StateStore(settings.state_url).outbox(run_id=summary.run_id)
+    assert len(message["body"].strip().splitlines()) == stages
+    assert "USD" in message["body"]
