@@ -314,7 +314,7 @@ def send_in_batches(
     unknown: ConnectorError | None = None
     for indexes in batches(messages, size):
         group = [messages[i] for i in indexes]
-        results: list[Receipt] | list[DeliveryError]
+        results: Sequence[Receipt | DeliveryError]
         try:
             with delivery_outcome(provider):
                 results = send_group(group)
