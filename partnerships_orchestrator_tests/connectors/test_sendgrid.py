@@ -11,6 +11,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import dagster as dg
 import httpx
 import pytest
 from python_http_client.exceptions import BadRequestsError, UnauthorizedError
@@ -486,6 +487,23 @@ def test_check_of_a_key_without_mail_send_or_a_wrong_key_is_not_ok(
     wrong = make_email(api_key="SG.wrong").check()
     assert wrong["ok"] is False and "authorization grant" in wrong["detail"]
     assert "SG.wrong" not in repr(wrong)
+
+
+def test_the_resource_sends_from_a_dagster_op(
+    sendgrid: SendGridEmulator, make_email: MakeEmail
+) -> None:
+    @dg.op
+    def welcome(email: SendGridEmail) -> str | None:
+        return email.send(message()).message_id
+
+    @dg.job
+    def onboarding() -> None:
+        welcome()
+
+    result = onboarding.execute_in_process(resources={"email": make_email()})
+
+    assert result.success
+    assert result.output_for_node("welcome") == sendgrid.state.delivered[0].message_id
 
 
 # ------------------------------------------------------------------------------ fidelity
