@@ -6,8 +6,6 @@ item. A step that is skipped (``when`` false, or ``on_error: skip``) yields no o
 skips what needs it, and a fan-out's collect step simply sees fewer items.
 """
 
-from __future__ import annotations
-
 import json
 import time
 from collections.abc import Iterator, Mapping
@@ -75,6 +73,13 @@ class StepPlan:
     @property
     def op_name(self) -> str:
         return naming.op_name(self.playbook.id, self.step.id)
+
+    @property
+    def abortable(self) -> bool:
+        """Whether any step of the playbook may abort the run (then each step checks first)."""
+        defaults = self.playbook.defaults.on_error if self.playbook.defaults else None
+        policies = [s.on_error or defaults for s in self.playbook.steps]
+        return any(p is not None and p.action == "abort" for p in policies)
 
     @property
     def pool(self) -> str | None:
@@ -180,7 +185,20 @@ def _mapping_key(index: int, item: Any) -> str:
 # ---------------------------------------------------------------- run time
 
 
+_RUN_INFO: dict[str, RunInfo] = {}
+
+
 def _run_info(context: OpExecutionContext, playbook: Playbook) -> RunInfo:
+    """The run's identity and start time (one lookup per run and process)."""
+    cached = _RUN_INFO.get(context.run_id)
+    if cached is None:
+        cached = _RUN_INFO[context.run_id] = _lookup_run_info(context, playbook)
+        while len(_RUN_INFO) > 256:  # a code server runs many runs; keep the newest
+            _RUN_INFO.pop(next(iter(_RUN_INFO)))
+    return cached
+
+
+def _lookup_run_info(context: OpExecutionContext, playbook: Playbook) -> RunInfo:
     record = context.instance.get_run_record_by_id(context.run_id)
     started = record.create_timestamp if record else datetime.now(UTC)
     run = context.dagster_run
@@ -219,6 +237,8 @@ def _incoming_scope(
 
 
 def _check_not_aborted(context: OpExecutionContext, plan: StepPlan) -> None:
+    if not plan.abortable:
+        return  # no step of this playbook can abort the run: nothing to look up
     run = context.instance.get_run_by_id(context.run_id)
     aborted_by = run.tags.get(naming.ABORT_TAG) if run else None
     if aborted_by:

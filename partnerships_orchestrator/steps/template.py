@@ -19,8 +19,6 @@ import markdown
 from jinja2 import FileSystemLoader, Template, TemplateNotFound, TemplateSyntaxError
 from jinja2.exceptions import UndefinedError
 from jinja2.sandbox import SandboxedEnvironment, SecurityError
-from weasyprint import HTML
-from weasyprint.urls import URLFetcher
 
 from partnerships_orchestrator.errors import ExpressionError, StepError
 from partnerships_orchestrator.expressions import make_environment, render_value
@@ -74,35 +72,16 @@ def render_markdown_to_html(md: str, title: str) -> str:
 
 
 def write_pdf(html: str, path: Path, *, resources_dir: Path | None = None) -> Path:
-    """Write ``html`` as a PDF at ``path``; relative images resolve under ``resources_dir``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    base_url = str(resources_dir.resolve()) + "/" if resources_dir else None
-    fetcher = LocalOnlyFetcher(resources_dir)
-    HTML(string=html, base_url=base_url, url_fetcher=fetcher).write_pdf(path)
-    return path
+    """Write ``html`` as a PDF at ``path`` (WeasyPrint is imported only when a PDF is made)."""
+    from partnerships_orchestrator.steps.pdf import write_pdf as render
+
+    return render(html, path, resources_dir=resources_dir)
 
 
 def template_exists(templates_dir: Path, name: str) -> bool:
     """Whether ``name`` is a file inside ``templates_dir`` (paths escaping it never exist)."""
     path = _inside(templates_dir, name)
     return path is not None and path.is_file()
-
-
-class LocalOnlyFetcher(URLFetcher):
-    """WeasyPrint fetcher for ``data:`` URLs and files under one folder; nothing else."""
-
-    def __init__(self, root: Path | None) -> None:
-        super().__init__(allowed_protocols=("data", "file"), allow_redirects=False)
-        self._root = root.resolve() if root else None
-
-    def fetch(self, url: str, headers: Any = None) -> Any:
-        if url.startswith("file:"):
-            local = Path(re.sub(r"^file:(//)?", "", url.split("?")[0].split("#")[0]))
-            if self._root is None or not local.resolve().is_relative_to(self._root):
-                raise ValueError(f"refused to load {url}: outside the templates folder")
-        elif not url.startswith("data:"):
-            raise ValueError(f"refused to load {url}: only data: URLs and template files")
-        return super().fetch(url, headers)
 
 
 # ---------------------------------------------------------------- loading and rendering

@@ -10,7 +10,7 @@ import pytest
 from partnerships_orchestrator.errors import ExpressionError, StepError
 from partnerships_orchestrator.settings import Settings
 from partnerships_orchestrator.spec.models import TemplateStep
-from partnerships_orchestrator.steps import template
+from partnerships_orchestrator.steps import pdf, template
 from partnerships_orchestrator_tests.steps.conftest import MakeContext, Receiver
 
 PARTNER = {"name": "Acme & <Co>", "deals": 2}
@@ -174,7 +174,7 @@ def test_pdf_is_written_under_artifacts_run_and_step_key(
 def test_write_pdf_loads_images_from_templates_but_not_outside(tmp_path: Path) -> None:
     root = tmp_path / "tpl"
     root.mkdir()
-    fetcher = template.LocalOnlyFetcher(root)
+    fetcher = pdf.LocalOnlyFetcher(root)
     (root / "a.txt").write_text("a")
     assert fetcher.fetch((root / "a.txt").as_uri())
     for url in ((tmp_path / "x.txt").as_uri(), "http://127.0.0.1:9/x.png", "ftp://e.org/x"):
