@@ -15,8 +15,9 @@ only), 5xx and ``service_unavailable`` are retried, every other code is final. W
 plain text: ``ok``, or an error string with 400/403/404/410.
 
 Pacing follows Slack's documented limit of about one message per second per channel (one lane
-per recipient), under a workspace-wide cap Slack does not publish: 100 messages per minute (the
-floor of its busiest tier) unless configured otherwise. Token rotation (``token_expired`` →
+per recipient as written, so ``#partner-ops`` and its id ``C…`` are paced apart; a webhook is one
+lane), under a workspace-wide cap Slack does not publish: 100 messages per minute (the floor of
+its busiest tier) unless configured otherwise. A retry re-enters its channel's lane. Token rotation (``token_expired`` →
 ``oauth.v2.access``) is not done: Slack revokes the old refresh token at every refresh, so the
 rotated one must be stored, and the product has no token store yet; an expired token is reported
 with that hint.
