@@ -182,7 +182,7 @@ def test_incremental_sync_splits_the_window_before_the_cap_and_yields_each_recor
     crm = make_crm()
     records = list(crm.iter_modified_since("contacts", since(START_MS), ["email"]))
     assert [r["id"] for r in records] == seeded
-    stamps = [to_ms(r["properties"]["lastmodifieddate"]) for r in records]
+    stamps = [to_ms(r["properties"]["lastmodifieddate"]) or 0 for r in records]
     assert stamps == sorted(stamps)
     bodies = [r.json() for r in hubspot.requests(SEARCH)]
     assert all(int(b["after"]) < 10_000 for b in bodies)
@@ -509,7 +509,7 @@ def test_emulator_clamps_page_sizes_and_refuses_paging_past_10k(
     hubspot.seed("contacts", 250)
     headers = {"Authorization": f"Bearer {hubspot.issue_private_token()}"}
     pages: list[dict[str, Any]] = []
-    with httpx.Client(base_url=hubspot.base_url, headers=headers) as http:
+    with httpx.Client(base_url=hubspot.base_url or "", headers=headers) as http:
         listed = http.get(CONTACTS, params={"limit": 500})
         params: dict[str, Any] = {"limit": 500}
         while True:

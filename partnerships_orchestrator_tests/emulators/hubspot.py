@@ -882,7 +882,7 @@ def _error(
 
 
 def _auth_error(category: str, message: str) -> Response:
-    body = {
+    body: dict[str, Any] = {
         "status": "error",
         "message": message,
         "correlationId": str(uuid.uuid4()),
