@@ -564,3 +564,22 @@ def test_hubspot_sdk_sees_hubspot_errors_and_oauth_tokens(hubspot: HubSpotEmulat
     assert token.expires_in == 1800 and token.token_type == "bearer"
     listed = HubSpot(access_token=token.access_token, host=hubspot.base_url)
     assert listed.crm.contacts.basic_api.get_page(limit=1).results == []
+
+
+def test_emulator_serves_the_dated_paths_like_the_legacy_ones(hubspot: HubSpotEmulator) -> None:
+    hubspot.seed("deals", 3)
+    form = {
+        "grant_type": "refresh_token",
+        "client_id": "hs-client-1",
+        "client_secret": "hs-client-secret-1",
+        "refresh_token": hubspot.issue_refresh_token(),
+    }
+    with httpx.Client(base_url=hubspot.base_url or "") as http:
+        token = http.post("/oauth/2026-03/token", data=form).json()
+        headers = {"Authorization": f"Bearer {token['access_token']}"}
+        dated = http.get("/crm/objects/2026-03/deals", headers=headers)
+        hubspot.clock.advance(1801)
+        expired = http.get("/crm/objects/2026-03/deals", headers=headers)
+    assert token["expires_in"] == 1800 and len(dated.json()["results"]) == 3
+    assert "X-HubSpot-RateLimit-Daily" not in dated.headers  # OAuth calls get no daily headers
+    assert expired.status_code == 401 and expired.json()["category"] == "EXPIRED_AUTHENTICATION"
