@@ -175,13 +175,14 @@ def test_json_duplicate_keys_are_found(tmp_path: Path) -> None:
 
 def test_merge_keys_are_not_duplicates(tmp_path: Path) -> None:
     text = (
-        "kind: connections\nid: merged\nconnections:\n"
-        "  base: &base {timeout: 10, retries: 2}\n"
-        "  hubspot: {<<: *base, retries: 5}\n"
+        "id: merged\nsteps:\n"
+        "  - {id: a, type: evaluate, expression: '1', on_error: &p {action: retry, max_attempts: 2}}\n"
+        "  - {id: b, type: evaluate, expression: '2', on_error: {<<: *p, max_attempts: 5}}\n"
     )
     catalog = load_catalog([write(tmp_path, "merge.yaml", text)])
     assert catalog.problems == []
-    assert catalog.documents[0].model.connections["hubspot"] == {"timeout": 10, "retries": 5}  # type: ignore[union-attr]
+    second = catalog.documents[0].model.steps[1].on_error  # type: ignore[union-attr]
+    assert (second.action, second.max_attempts) == ("retry", 5)
 
 
 @pytest.mark.parametrize(
@@ -205,13 +206,15 @@ def test_yaml_that_cannot_be_a_document_is_refused_where_it_goes_wrong(
 def test_aliases_share_values_across_the_document(tmp_path: Path) -> None:
     text = (
         "kind: connections\nid: shared\nconnections:\n"
-        "  email: &mail {provider: sendgrid, api_key: '${env:KEY}'}\n"
-        "  backup: *mail\n"
-        "---\nkind: connections\nid: other\nconnections: {email: {provider: mailgun}}\n"
+        "  email: &mail {provider: outbox}\n"
+        "  sms: *mail\n"
+        "---\nkind: connections\nid: other\nconnections: {email: {provider: outbox}}\n"
     )
-    shared, other = (d.model for d in load_catalog([write(tmp_path, "a.yaml", text)]).documents)
-    assert shared.connections["backup"] == shared.connections["email"]  # type: ignore[union-attr]
-    assert other.connections == {"email": {"provider": "mailgun"}}  # type: ignore[union-attr]
+    catalog = load_catalog([write(tmp_path, "a.yaml", text)])
+    shared, other = (d.model for d in catalog.documents)
+    assert shared.connections["sms"] == shared.connections["email"]  # type: ignore[union-attr]
+    assert other.connections == {"email": {"provider": "outbox"}}  # type: ignore[union-attr]
+
 
 
 def test_secret_references_are_not_expanded_and_positions_stay_right(
