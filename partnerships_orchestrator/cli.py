@@ -365,7 +365,9 @@ def connections_check(
     else:
         table = Table("connection", "provider", "status", "rate limit", "detail")
         for r in results:
-            status = "[green]ok[/]" if r["ok"] else "[red]failed[/]"
+            status = {True: "[green]ok[/]", False: "[red]failed[/]"}.get(
+                r["ok"], "[yellow]unchecked[/]"
+            )
             table.add_row(
                 r["connection"],
                 r["provider"],
@@ -374,7 +376,7 @@ def connections_check(
                 r.get("detail") or "",
             )
         console.print(table)
-    sys.exit(0 if all(r["ok"] for r in results) else 1)
+    sys.exit(1 if any(r["ok"] is False for r in results) else 0)
 
 
 # ---------------------------------------------------------------- the product

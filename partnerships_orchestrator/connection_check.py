@@ -24,9 +24,9 @@ def check_connections(settings: Settings) -> list[dict[str, Any]]:
     except PartnershipsError as exc:
         return [{"connection": "connections", "provider": "", "ok": False, "detail": str(exc)}]
     for name, entry in entries.items():
-        results.append(
-            {"connection": name, "provider": provider_of(name, entry), **_check(resources[name])}
-        )
+        outcome = _check(resources[name])
+        outcome["rate_limit"] = rate_limit_text(outcome.get("rate_limit"), resources[name])
+        results.append({"connection": name, "provider": provider_of(name, entry), **outcome})
     for channel in CHANNELS:
         if channel not in entries:
             results.append(
@@ -39,6 +39,32 @@ def check_connections(settings: Settings) -> list[dict[str, Any]]:
             )
     results.append(_check_warehouse(resources["partnerships"]))
     return results
+
+
+def rate_limit_text(reported: Any, resource: Any) -> str:
+    """One line on the pace this connection keeps (and what the vendor says is left)."""
+    client = reported.get("client") if isinstance(reported, dict) else None
+    if client is None:
+        limit = getattr(resource, "rate_limit", None)
+        client = limit.model_dump() if hasattr(limit, "model_dump") else None
+    parts = []
+    if isinstance(client, dict) and client.get("requests"):
+        parts.append(f"{client['requests']} per {client['per_seconds']:g} s")
+    interval = getattr(resource, "per_channel_interval_seconds", None)
+    if interval:
+        parts.append(f"1 per {interval:g} s per channel")
+    per_minute = getattr(resource, "workspace_messages_per_minute", None)
+    if per_minute:
+        parts.append(f"{per_minute} per minute in all")
+    interval = getattr(resource, "interval_seconds", None)
+    if interval:
+        parts.append(f"1 per {interval:g} s")
+    vendor = reported.get("vendor") if isinstance(reported, dict) else None
+    if isinstance(vendor, dict) and vendor.get("remaining") is not None:
+        parts.append(f"vendor: {vendor['remaining']}/{vendor.get('limit', '?')} left")
+    if isinstance(reported, str):
+        parts.append(reported)
+    return "; ".join(parts) or "unpaced"
 
 
 def _check(resource: Any) -> dict[str, Any]:
