@@ -18,18 +18,17 @@ missing attachment) with ``retryable=False``, throttled or failing after the ret
 
 from __future__ import annotations
 
+__all__ = ["OUTCOME_UNKNOWN", "ChannelResource", "RateLimitConfig"]
+
 import mimetypes
-import threading
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import dagster as dg
-import httpx
 import markdown
-from pydantic import ConfigDict, Field, PrivateAttr
+from pydantic import Field
 
 from partnerships_orchestrator.connectors.channel import Message, Receipt
 from partnerships_orchestrator.connectors.errors import (
@@ -39,124 +38,24 @@ from partnerships_orchestrator.connectors.errors import (
     VendorUnavailable,
     VendorValidationError,
 )
-from partnerships_orchestrator.connectors.http import (
-    HttpClient,
-    ResponsePolicy,
-    RetrySettings,
-    Timeouts,
-    Verdict,
-)
-from partnerships_orchestrator.connectors.ratelimit import RateLimit
-from partnerships_orchestrator.connectors.secrets import SecretResolver
+from partnerships_orchestrator.connectors.http import OUTCOME_UNKNOWN, HttpClient, ResponsePolicy
+from partnerships_orchestrator.connectors.ratelimit import RateLimit, RateLimitConfig, RateLimiter
+from partnerships_orchestrator.connectors.resource import VendorResource
 from partnerships_orchestrator.errors import ConnectorError, DeliveryError, SecretError
 
-OUTCOME_UNKNOWN = "outcome_unknown"
 
-# httpx failures raised before any byte of the request reached the vendor
-_NOT_SENT = (
-    httpx.ConnectError,
-    httpx.ConnectTimeout,
-    httpx.PoolTimeout,
-    httpx.UnsupportedProtocol,
-    httpx.ProxyError,
-    httpx.LocalProtocolError,
-)
+class ChannelResource(VendorResource):
+    """Base of the email, SMS and chat resources: a send-once HTTP client per connection."""
 
-
-class RateLimitConfig(dg.Config, RateLimit):
-    """A connection's ``rate_limit:`` block as Dagster config (the fields of ``RateLimit``)."""
-
-
-class _TransportErrors(threading.local):
-    """The transport error of this thread's latest attempt, if any."""
-
-    last: httpx.HTTPError | None = None
-
-
-class _RecordingHttp:
-    """Wraps the client's ``httpx.Client`` to remember how each attempt's transport failed."""
-
-    def __init__(self, http: httpx.Client) -> None:
-        self._http = http
-        self.errors = _TransportErrors()
-
-    def send(self, request: httpx.Request, **kwargs: Any) -> httpx.Response:
-        self.errors.last = None
-        try:
-            return self._http.send(request, **kwargs)
-        except httpx.HTTPError as exc:
-            self.errors.last = exc
-            raise
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._http, name)
-
-
-class SendOnceClient(HttpClient):
-    """An :class:`HttpClient` for non-idempotent sends: a failure after the request left is
-    final (code ``outcome_unknown``) instead of retried; everything else is unchanged."""
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self._recording = _RecordingHttp(self._http)
-        self._http = self._recording  # type: ignore[assignment]
-
-    def _send(self, request: httpx.Request, limit_key: str | None, want_json: bool) -> Any:
-        outcome = super()._send(request, limit_key, want_json)
-        error = self._recording.errors.last
-        if outcome.response is not None or error is None or isinstance(error, _NOT_SENT):
-            return outcome
-        verdict = outcome.verdict
-        message = f"{verdict.message}; the request was sent, so whether it arrived is unknown"
-        hint = "not retried: sending again could deliver it twice"
-        return replace(
-            outcome,
-            verdict=Verdict.fail(verdict.error_class, message, code=OUTCOME_UNKNOWN, hint=hint),
-        )
-
-
-class ChannelResource(dg.ConfigurableResource):
-    """Base of the email and SMS resources: timeouts, retries, secrets, one send-once client.
-
-    Secret fields hold references (``${env:NAME}``, ``${vault:mount/path#key}``) resolved at the
-    first call, so configuration and run config only ever hold the reference.
-    """
-
-    # a refused configuration must not echo its values: they may be secrets
-    model_config = ConfigDict(hide_input_in_errors=True)
-
-    timeout_seconds: float = Field(default=30.0, gt=0, description="Read/write timeout per call.")
     max_attempts: int = Field(default=4, ge=1, description="Tries per call, the first included.")
-    backoff_seconds: float = Field(default=0.5, ge=0, description="Backoff ceiling of retry 1.")
-    backoff_max_seconds: float = Field(default=30.0, ge=0, description="Cap of any backoff.")
-
-    _client: SendOnceClient | None = PrivateAttr(default=None)
-    _client_lock: threading.Lock = PrivateAttr(default_factory=threading.Lock)
-    _resolver: SecretResolver | None = PrivateAttr(default=None)
 
     @property
     def provider_name(self) -> str:
         raise NotImplementedError
 
-    def http(self) -> SendOnceClient:
-        """The connection's HTTP client, built (and its secrets resolved) on first use."""
-        with self._client_lock:
-            if self._client is None:
-                self._client = self._build_client()
-            return self._client
-
-    def close(self) -> None:
-        """Close the HTTP client (a later call builds a new one)."""
-        with self._client_lock:
-            client, self._client = self._client, None
-        if client is not None:
-            client.close()
-
-    def teardown_after_execution(self, context: dg.InitResourceContext) -> None:
-        self.close()
-
-    def _build_client(self) -> SendOnceClient:
-        raise NotImplementedError
+    @property
+    def label(self) -> str:
+        return self.provider_name
 
     def _client_for(
         self,
@@ -164,32 +63,18 @@ class ChannelResource(dg.ConfigurableResource):
         *,
         auth: Any,
         policy: ResponsePolicy,
-        rate_limit: RateLimit | None,
-    ) -> SendOnceClient:
-        return SendOnceClient(
+        rate_limit: RateLimit | RateLimiter | None,
+    ) -> HttpClient:
+        return HttpClient(
             self.provider_name,
             base_url.rstrip("/"),
             auth=auth,
             policy=policy,
             rate_limit=rate_limit,
-            timeouts=Timeouts(
-                connect=min(self.timeout_seconds, 10.0),
-                read=self.timeout_seconds,
-                write=self.timeout_seconds,
-                pool=self.timeout_seconds,
-            ),
-            retry=RetrySettings(
-                attempts=self.max_attempts,
-                backoff_initial=self.backoff_seconds,
-                backoff_max=max(self.backoff_max_seconds, self.backoff_seconds),
-            ),
+            timeouts=self._timeouts(),
+            retry=self._retry(),
+            send_once=True,
         )
-
-    def _secret(self, value: str) -> str:
-        """``value`` with secret references resolved; the error names the reference only."""
-        if self._resolver is None:
-            self._resolver = SecretResolver.from_env()
-        return self._resolver.resolve(value)
 
 
 def is_unknown_outcome(error: BaseException) -> bool:
@@ -208,7 +93,12 @@ def secret_delivery_error(provider: str, error: SecretError) -> DeliveryError:
     """A credential that cannot be resolved: nothing was sent; retryable if Vault was down."""
     cause = error.__cause__
     retryable = isinstance(cause, VendorError) and cause.retryable
-    return DeliveryError(f"{provider}: {error.message}", error.hint, retryable=retryable)
+    message = (
+        error.message
+        if error.message.startswith(f"{provider}:")
+        else f"{provider}: {error.message}"
+    )
+    return DeliveryError(message, error.hint, retryable=retryable)
 
 
 @contextmanager

@@ -41,6 +41,17 @@ from partnerships_orchestrator.connectors.errors import (
 from partnerships_orchestrator.connectors.ratelimit import RateLimit, RateLimiter
 
 REDACTED = "***"
+OUTCOME_UNKNOWN = "outcome_unknown"  # a send-once request left and no answer came back
+
+# httpx failures raised before any byte of the request reached the vendor
+_NOT_SENT = (
+    httpx.ConnectError,
+    httpx.ConnectTimeout,
+    httpx.PoolTimeout,
+    httpx.UnsupportedProtocol,
+    httpx.ProxyError,
+    httpx.LocalProtocolError,
+)
 _EPOCH_THRESHOLD = 1_000_000_000  # a reset header above this is a unix time, below it a delay
 
 
@@ -202,11 +213,12 @@ class Verdict:
         retry_after: float | None = None,
         code: str | None = None,
         key_scoped: bool = False,
+        error: type[VendorError] = RateLimitExceeded,
+        hint: str | None = None,
     ) -> Verdict:
-        """Throttled: pause the connection (or only the call's limit key) and try again."""
-        return cls(
-            Action.RATE_LIMITED, message, RateLimitExceeded, code, retry_after, None, key_scoped
-        )
+        """Throttled: pause the connection (or only the call's limit key) and try again;
+        ``error`` is raised if it is still throttled when the attempts run out."""
+        return cls(Action.RATE_LIMITED, message, error, code, retry_after, hint, key_scoped)
 
     @classmethod
     def reauth(cls, message: str, *, code: str | None = None, hint: str | None = None) -> Verdict:
@@ -441,10 +453,14 @@ class HttpClient:
         headers: Mapping[str, str] | None = None,
         secrets: Iterable[str | None] = (),
         verify: bool = True,
+        send_once: bool = False,
         sleep: Callable[[float], None] = time.sleep,
         rng: random.Random | None = None,
     ) -> None:
         self.name = name
+        # Non-idempotent sends (no vendor idempotency key): 429s, 5xx and requests that never
+        # left are retried; a request that left without an answer is final (OUTCOME_UNKNOWN).
+        self.send_once = send_once
         self.auth = auth
         self.policy = policy or ResponsePolicy()
         if not isinstance(rate_limit, RateLimiter):
@@ -560,12 +576,8 @@ class HttpClient:
         started = time.monotonic()
         try:
             response = self._http.send(request)
-        except httpx.TimeoutException as exc:
-            return _Outcome(Verdict.retry(_describe(exc), error=ConnectorTimeout))
-        except (httpx.NetworkError, httpx.RemoteProtocolError) as exc:
-            return _Outcome(Verdict.retry(_describe(exc)))
         except httpx.HTTPError as exc:
-            return _Outcome(Verdict.fail(VendorUnavailable, _describe(exc)))
+            return _Outcome(self._transport_verdict(exc))
         self.log.debug(
             self.redact(
                 f"{request.method} {request.url.path} -> {response.status_code} "
@@ -581,6 +593,23 @@ class HttpClient:
         except ValueError:
             return _Outcome(Verdict.retry("answered with malformed JSON"), response)
         return _Outcome(verdict, response, payload)
+
+    def _transport_verdict(self, exc: httpx.HTTPError) -> Verdict:
+        """No answer. Retried, unless this client sends once and the request may have arrived."""
+        error = ConnectorTimeout if isinstance(exc, httpx.TimeoutException) else VendorUnavailable
+        transient = isinstance(
+            exc, httpx.TimeoutException | httpx.NetworkError | httpx.RemoteProtocolError
+        )
+        if not transient:
+            return Verdict.fail(VendorUnavailable, _describe(exc))
+        if self.send_once and not isinstance(exc, _NOT_SENT):
+            return Verdict.fail(
+                error,
+                f"{_describe(exc)}; the request was sent, so whether it arrived is unknown",
+                code=OUTCOME_UNKNOWN,
+                hint="not retried: sending again could deliver it twice",
+            )
+        return Verdict.retry(_describe(exc), error=error)
 
     def _refresh(self, request: httpx.Request) -> bool:
         if self.auth is None or not self.auth.refresh(request):

@@ -30,8 +30,8 @@ from partnerships_orchestrator.connectors.channel import Message, Receipt
 from partnerships_orchestrator.connectors.delivery import (
     Attachment,
     ChannelResource,
+    HttpClient,
     RateLimitConfig,
-    SendOnceClient,
     check_failure,
     delivery_outcome,
     html_from_markdown,
@@ -130,7 +130,7 @@ class MailgunEmail(ChannelResource):
             },
         }
 
-    def _build_client(self) -> SendOnceClient:
+    def _build_client(self) -> HttpClient:
         return self._client_for(
             self.base_url,
             auth=BasicAuth("api", self._secret(self.api_key)),

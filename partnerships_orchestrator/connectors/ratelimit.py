@@ -15,6 +15,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+import dagster as dg
 from pydantic import BaseModel, ConfigDict, Field
 
 _EPSILON = 1e-9  # waits shorter than this are float noise: sleeping them would not move the clock
@@ -160,3 +161,7 @@ class RateLimiter:
             bucket = _Bucket.full(self.per_key, now) if self.per_key else None
             lane = self._keys[key] = _Lane(bucket)
         return [self._main, lane]
+
+
+class RateLimitConfig(dg.Config, RateLimit):
+    """``RateLimit`` as Dagster resource config: ``rate_limit: {requests: 100, per_seconds: 10}``."""

@@ -35,7 +35,6 @@ from partnerships_orchestrator.connectors.errors import (
     VendorValidationError,
 )
 from partnerships_orchestrator.connectors.http import (
-    Action,
     HttpClient,
     ResponsePolicy,
     Verdict,
@@ -78,7 +77,7 @@ class SalesforcePolicy(ResponsePolicy):
         message, code = self.error_message(response), self.error_code(response)
         if status == 403 and code == "REQUEST_LIMIT_EXCEEDED":
             # throttled without Retry-After: back off; still refused at the end means quota gone
-            return Verdict(Action.RATE_LIMITED, message, QuotaExhausted, code, hint=_QUOTA_HINT)
+            return Verdict.rate_limited(message, code=code, error=QuotaExhausted, hint=_QUOTA_HINT)
         if status == 400 and code == "INVALID_QUERY_LOCATOR":
             hint = "the query cursor expired or was already used up; run the query again"
             return Verdict.fail(VendorValidationError, message, code=code, hint=hint)

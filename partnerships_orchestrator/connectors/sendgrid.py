@@ -30,8 +30,8 @@ from partnerships_orchestrator.connectors.channel import Message, Receipt
 from partnerships_orchestrator.connectors.delivery import (
     Attachment,
     ChannelResource,
+    HttpClient,
     RateLimitConfig,
-    SendOnceClient,
     check_failure,
     delivery_outcome,
     html_from_markdown,
@@ -150,7 +150,7 @@ class SendGridEmail(ChannelResource):
             "rate_limit": _rate_limit_report(self.rate_limit, response),
         }
 
-    def _build_client(self) -> SendOnceClient:
+    def _build_client(self) -> HttpClient:
         limit = self.rate_limit
         return self._client_for(
             self.base_url,

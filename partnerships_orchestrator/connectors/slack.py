@@ -38,7 +38,7 @@ from partnerships_orchestrator.connectors.channel import Message, Receipt
 from partnerships_orchestrator.connectors.delivery import (
     OUTCOME_UNKNOWN,
     ChannelResource,
-    SendOnceClient,
+    HttpClient,
     check_failure,
     delivery_outcome,
 )
@@ -202,19 +202,19 @@ class SlackChat(ChannelResource):
             **{k: answer[k] for k in identity if k in answer},
         }
 
-    def _build_client(self) -> SendOnceClient:
+    def _build_client(self) -> HttpClient:
         if self.webhook_url is not None:
             url = self._secret(self.webhook_url)
-            http = self._client_for("", auth=None, policy=SlackWebhookPolicy(), rate_limit=None)
+            http = self._client_for(
+                "", auth=None, policy=SlackWebhookPolicy(), rate_limit=self._limiter()
+            )
             http.redactor.add(*_webhook_secrets(url))
             self._webhook = url
-        else:
-            auth = BearerAuth(self._secret(self.token or ""))
-            http = self._client_for(
-                self.base_url, auth=auth, policy=SlackApiPolicy(), rate_limit=None
-            )
-        http.limiter = self._limiter()  # per-channel lanes: `_client_for` takes one RateLimit only
-        return http
+            return http
+        auth = BearerAuth(self._secret(self.token or ""))
+        return self._client_for(
+            self.base_url, auth=auth, policy=SlackApiPolicy(), rate_limit=self._limiter()
+        )
 
     def _limiter(self) -> RateLimiter:
         """The workspace cap, plus one lane per channel."""

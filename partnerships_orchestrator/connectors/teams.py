@@ -30,7 +30,7 @@ from pydantic import ConfigDict, Field, PrivateAttr
 from partnerships_orchestrator.connectors.channel import Message, Receipt
 from partnerships_orchestrator.connectors.delivery import (
     ChannelResource,
-    SendOnceClient,
+    HttpClient,
     check_failure,
     delivery_outcome,
 )
@@ -112,7 +112,7 @@ class TeamsChat(ChannelResource):
             "detail": "a Teams webhook cannot be checked without posting a message",
         }
 
-    def _build_client(self) -> SendOnceClient:
+    def _build_client(self) -> HttpClient:
         url = self._secret(self.webhook_url)
         interval = self.interval_seconds
         pace = RateLimit(requests=1, per_seconds=interval) if interval else None

@@ -28,8 +28,8 @@ from pydantic import Field, PrivateAttr, model_validator
 from partnerships_orchestrator.connectors.channel import Message, Receipt
 from partnerships_orchestrator.connectors.delivery import (
     ChannelResource,
+    HttpClient,
     RateLimitConfig,
-    SendOnceClient,
     check_failure,
     delivery_outcome,
 )
@@ -164,7 +164,7 @@ class TwilioSMS(ChannelResource):
             },
         }
 
-    def _build_client(self) -> SendOnceClient:
+    def _build_client(self) -> HttpClient:
         self._account = self._secret(self.account_sid)
         return self._client_for(
             self.base_url,
