@@ -509,13 +509,46 @@ def _bound(field: FieldInfo, attr: str) -> Any:
     return next(getattr(m, attr) for m in field.metadata if getattr(m, attr, None) is not None)
 
 
+def connector_settings() -> list[str]:
+    """The settings of every connector and provider, from the resource classes themselves."""
+    from partnerships_orchestrator.connections import PROVIDERS, RENAMED, SPECIAL, connector_class
+
+    back = {python: key for key, python in RENAMED.items()}
+    lines = [
+        "## Connector settings",
+        "",
+        "What each entry of a `kind: connections` document takes. String settings may be secret "
+        "references (`${env:NAME}`, `${vault:mount/path#key}`), resolved when the connection is "
+        "first used and never written to run config, logs or the UI. `provider` picks the vendor "
+        "where a connector has several (the first listed is the default); `outbox` keeps that "
+        "channel in the sandbox. `warehouse` takes `url` (a SQLAlchemy URL; an unset "
+        f"`${{env:...}}` means the embedded SQLite file) and `webhooks` takes `allow_hosts`. "
+        f"Special entries: {', '.join(f'`{k}`' for k in SPECIAL)}.",
+        "",
+    ]
+    from partnerships_orchestrator.connectors.ratelimit import RateLimitConfig
+
+    lines += [f"### `{RateLimitConfig.__name__}`", "", docstring(RateLimitConfig), ""]
+    lines += field_table(dict(RateLimitConfig.model_fields)) + [""]
+    for connector, providers in PROVIDERS.items():
+        for provider, target in providers.items():
+            if not target:
+                continue
+            cls = connector_class(connector, provider)
+            fields = {back.get(n, n): f for n, f in cls.model_fields.items()}
+            lines += [f"### `{connector}` with provider `{provider}`", "", docstring(cls), ""]
+            lines += field_table(fields) + [""]
+    return lines
+
+
 def render_reference() -> str:
     """The whole reference: the preface, then one section per kind and one table per model."""
     renderer = _Renderer()
     _documents(renderer)
     body = "\n".join(renderer.lines).strip("\n")
     assert OnError in renderer.done  # the preface links to its table
-    return preface().rstrip("\n") + "\n\n" + body + "\n"
+    connectors = "\n".join(connector_settings()).strip("\n")
+    return preface().rstrip("\n") + "\n\n" + body + "\n\n" + connectors + "\n"
 
 
 if __name__ == "__main__":
