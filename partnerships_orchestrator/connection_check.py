@@ -5,7 +5,13 @@ from __future__ import annotations
 from typing import Any
 
 from partnerships_orchestrator.compiler.location import connections_of
-from partnerships_orchestrator.connections import CHANNELS, build_resources, configured, provider_of
+from partnerships_orchestrator.connections import (
+    CHANNELS,
+    broken_connections,
+    build_resources,
+    configured,
+    provider_of,
+)
 from partnerships_orchestrator.errors import PartnershipsError
 from partnerships_orchestrator.settings import Settings
 from partnerships_orchestrator.spec.loader import load_catalog
@@ -18,7 +24,10 @@ def check_connections(settings: Settings) -> list[dict[str, Any]]:
     )
     doc = connections_of(catalog)
     entries = configured(doc)
-    results: list[dict[str, Any]] = []
+    results: list[dict[str, Any]] = [
+        {"connection": "connections", "provider": "", "ok": False, "detail": problem}
+        for problem in broken_connections(catalog.invalid_files)
+    ]
     try:
         resources = build_resources(settings, doc)
     except PartnershipsError as exc:

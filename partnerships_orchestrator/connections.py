@@ -10,15 +10,18 @@ A channel with no connection is served by the sandbox outbox, and its runs' logs
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator, Mapping
+import re
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from importlib import import_module
+from pathlib import Path
 from typing import Any
 
+import dagster as dg
 from pydantic import ValidationError
 
 from partnerships_orchestrator.connectors.outbox import OutboxChannel
-from partnerships_orchestrator.errors import ConfigurationError
+from partnerships_orchestrator.errors import ConfigurationError, DeliveryError
 from partnerships_orchestrator.resources import PartnershipsResource
 from partnerships_orchestrator.settings import Settings
 from partnerships_orchestrator.spec.models import Connections
@@ -144,8 +147,52 @@ def configured(connections: Connections | None) -> dict[str, dict[str, Any]]:
     }
 
 
-def build_resources(settings: Settings, connections: Connections | None) -> dict[str, Any]:
-    """The resources every playbook job binds: configured vendors, the outbox for the rest."""
+_CONNECTIONS_KIND = re.compile(r"^kind:\s*[\"']?connections\b", re.M)
+
+
+def broken_connections(invalid_files: Mapping[str, Sequence[Any]]) -> list[str]:
+    """The invalid files that are connections documents, each with its first problem."""
+    broken = []
+    for file, problems in invalid_files.items():
+        try:
+            text = Path(file).read_text(errors="replace")
+        except OSError:
+            continue
+        if _CONNECTIONS_KIND.search(text):
+            first = str(problems[0]) if problems else file
+            broken.append(first)
+    return broken
+
+
+class UnavailableChannel(dg.ConfigurableResource):
+    """Stands for a channel while the connections document is invalid: sending fails loudly
+    instead of quietly falling back to the sandbox outbox."""
+
+    channel: str
+    reason: str
+
+    @property
+    def provider_name(self) -> str:
+        return "unavailable"
+
+    def send(self, message: Any) -> Any:
+        raise DeliveryError(
+            f"the {self.channel} connection is unavailable: {self.reason}",
+            hint="fix the connections document (`partnerships validate` lists its problems)",
+            retryable=False,
+        )
+
+    def check(self) -> dict[str, Any]:
+        return {"ok": False, "detail": self.reason}
+
+
+def build_resources(
+    settings: Settings, connections: Connections | None, broken: Sequence[str] = ()
+) -> dict[str, Any]:
+    """The resources every playbook job binds: configured vendors, the outbox for the rest.
+
+    While a connections document is invalid (``broken``), every channel refuses to send.
+    """
     warehouse = (connections.connections.get("warehouse", {}) if connections else {}).get("url")
     resources: dict[str, Any] = {
         "partnerships": PartnershipsResource.from_settings(
@@ -153,7 +200,11 @@ def build_resources(settings: Settings, connections: Connections | None) -> dict
         ),
     }
     for channel in CHANNELS:
-        resources[channel] = OutboxChannel(channel=channel, state_url=settings.state_url)
+        resources[channel] = (
+            UnavailableChannel(channel=channel, reason=broken[0])
+            if broken
+            else OutboxChannel(channel=channel, state_url=settings.state_url)
+        )
     for name, entry in configured(connections).items():
         resources[name] = _build(name, entry)
     return resources

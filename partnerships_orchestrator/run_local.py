@@ -19,7 +19,7 @@ from partnerships_orchestrator.compiler import naming
 from partnerships_orchestrator.compiler.inputs import check_inputs
 from partnerships_orchestrator.compiler.job import build_job
 from partnerships_orchestrator.compiler.location import connections_of
-from partnerships_orchestrator.connections import build_resources
+from partnerships_orchestrator.connections import broken_connections, build_resources
 from partnerships_orchestrator.errors import PartnershipsError
 from partnerships_orchestrator.settings import Settings
 from partnerships_orchestrator.spec.graph import StepGraph
@@ -157,7 +157,9 @@ def run_playbook(
     quiet = {"console": _quiet_logger}
     job = build_job(
         playbook,
-        build_resources(settings, connections_of(catalog)),
+        build_resources(
+            settings, connections_of(catalog), broken_connections(catalog.invalid_files)
+        ),
         source=source,
         logger_defs=quiet,
     )  # progress is ours to show; Dagster's own lines are in the UI

@@ -141,3 +141,23 @@ def test_entry_point_is_installed(project):
     assert "steps: 4 succeeded, 1 skipped, 0 failed; messages sent: 2" in done.stdout.replace(
         "\n", " "
     )
+
+
+def test_an_invalid_connections_document_stops_deliveries_instead_of_using_the_outbox(project):
+    (project / "playbooks" / "connections.yaml").write_text(
+        "kind: connections\nid: default\nconnections:\n  email: {provider: sendgird}\n"
+    )
+    code, out = invoke("run", "cli-demo", "--json")
+    assert code == 1
+    summary = json.loads(out)
+    assert summary["messages_sent"] == 0
+    assert any(
+        "email connection is unavailable" in e and "sendgird" in e for e in summary["errors"]
+    )
+    code, out = invoke("outbox", "--json")
+    assert json.loads(out) == []
+    code, out = invoke("connections", "check", "--json")
+    assert code == 1
+    assert any(
+        r["connection"] == "connections" and "sendgird" in r["detail"] for r in json.loads(out)
+    )

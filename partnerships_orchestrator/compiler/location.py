@@ -8,7 +8,7 @@ from collections.abc import Sequence
 import dagster as dg
 
 from partnerships_orchestrator.compiler.repository import PlaybookRepositoryData
-from partnerships_orchestrator.connections import build_resources
+from partnerships_orchestrator.connections import broken_connections, build_resources
 from partnerships_orchestrator.settings import Settings, load_settings
 from partnerships_orchestrator.spec.loader import (
     Catalog,
@@ -43,7 +43,9 @@ def build_repository(
     )
     if strict and catalog.problems:
         raise SpecError(catalog.problems)
-    resources = build_resources(settings, connections_of(catalog))
+    resources = build_resources(
+        settings, connections_of(catalog), broken_connections(catalog.invalid_files)
+    )
 
     def deferred_checks(playbook: Playbook) -> Sequence[SpecProblem]:
         return [] if strict else validate_playbook_expressions(playbook, catalog)
