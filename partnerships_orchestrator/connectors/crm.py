@@ -12,6 +12,7 @@ from typing import Any
 
 from pydantic import Field, PrivateAttr
 
+from partnerships_orchestrator.connectors.oauth import OAuthSettings, OAuthTokenProvider
 from partnerships_orchestrator.connectors.ratelimit import RateLimitConfig
 from partnerships_orchestrator.connectors.resource import VendorResource
 
@@ -33,6 +34,30 @@ class CRMResource(VendorResource):
     def _secret(self, value: str | None) -> str | None:  # type: ignore[override]
         """``value`` with secret references resolved (None stays None)."""
         return None if value is None else super()._secret(value)
+
+    def _oauth_provider(
+        self,
+        token_url: str,
+        grant: str,
+        client_id: str | None,
+        client_secret: str | None,
+        refresh_token: str | None,
+    ) -> OAuthTokenProvider:
+        """An OAuth token provider for this connection (secrets resolved now, at first use)."""
+        settings = OAuthSettings(
+            token_url=token_url,
+            grant_type=grant,
+            client_id=self._secret(client_id) or "",
+            client_secret=self._secret(client_secret),
+            refresh_token=self._secret(refresh_token),
+        )
+        return OAuthTokenProvider(
+            self.connection,
+            settings,
+            timeouts=self._timeouts(),
+            retry=self._retry(),
+            clock=self._clock,
+        )
 
     def _failure_report(self, exc: Exception, **extra: Any) -> dict[str, Any]:
         """What ``check()`` returns when the connection does not work."""

@@ -18,7 +18,7 @@ missing attachment) with ``retryable=False``, throttled or failing after the ret
 
 from __future__ import annotations
 
-__all__ = ["OUTCOME_UNKNOWN", "ChannelResource", "RateLimitConfig"]
+__all__ = ["OUTCOME_UNKNOWN", "ChannelResource", "EmailResource", "RateLimitConfig"]
 
 import mimetypes
 from collections.abc import Callable, Iterator, Sequence
@@ -75,6 +75,13 @@ class ChannelResource(VendorResource):
             retry=self._retry(),
             send_once=True,
         )
+
+
+class EmailResource(ChannelResource):
+    """Base of the email resources: who the messages are from."""
+
+    sender: str = Field(description="The From address (`from:` in the connections document).")
+    sender_name: str | None = Field(default=None, description="The From display name.")
 
 
 def is_unknown_outcome(error: BaseException) -> bool:

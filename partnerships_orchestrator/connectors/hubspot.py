@@ -38,7 +38,7 @@ from partnerships_orchestrator.connectors.http import (
     ResponsePolicy,
     Verdict,
 )
-from partnerships_orchestrator.connectors.oauth import OAuthAuth, OAuthSettings, OAuthTokenProvider
+from partnerships_orchestrator.connectors.oauth import OAuthAuth
 from partnerships_orchestrator.connectors.ratelimit import RateLimit, RateLimiter
 from partnerships_orchestrator.errors import ConfigurationError, PartnershipsError
 
@@ -461,19 +461,12 @@ class HubSpotCRM(CRMResource):
                 "set `token` (private app / service key) or `client_id`, `client_secret` "
                 "and `refresh_token` (OAuth)",
             )
-        settings = OAuthSettings(
-            token_url=f"{self.base_url.rstrip('/')}/oauth/v1/token",
-            grant_type="refresh_token",
-            client_id=self._secret(self.client_id) or "",
-            client_secret=self._secret(self.client_secret),
-            refresh_token=self._secret(self.refresh_token),
-        )
-        provider = OAuthTokenProvider(
-            self.connection,
-            settings,
-            timeouts=self._timeouts(),
-            retry=self._retry(),
-            clock=self._clock,
+        provider = self._oauth_provider(
+            f"{self.base_url.rstrip('/')}/oauth/v1/token",
+            "refresh_token",
+            self.client_id,
+            self.client_secret,
+            self.refresh_token,
         )
         return OAuthAuth(provider)
 

@@ -29,7 +29,7 @@ from pydantic import Field
 from partnerships_orchestrator.connectors.channel import Message, Receipt
 from partnerships_orchestrator.connectors.delivery import (
     Attachment,
-    ChannelResource,
+    EmailResource,
     HttpClient,
     RateLimitConfig,
     check_failure,
@@ -67,15 +67,13 @@ class MailgunPolicy(ResponsePolicy):
         return super().classify(response)
 
 
-class MailgunEmail(ChannelResource):
+class MailgunEmail(EmailResource):
     """Sends the `email` channel's messages through Mailgun's Messages API."""
 
     api_key: str = Field(
         description="API key or a secret reference such as ${env:MAILGUN_API_KEY}.", repr=False
     )
     domain: str = Field(description="The sending domain, e.g. mg.example.org.")
-    sender: str = Field(description="The From address (`from:` in the connections document).")
-    sender_name: str | None = Field(default=None, description="The From display name.")
     base_url: str = Field(
         default="https://api.mailgun.net",
         description="API host; domains in the EU region use https://api.eu.mailgun.net.",

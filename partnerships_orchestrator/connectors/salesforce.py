@@ -39,7 +39,7 @@ from partnerships_orchestrator.connectors.http import (
     ResponsePolicy,
     Verdict,
 )
-from partnerships_orchestrator.connectors.oauth import OAuthAuth, OAuthSettings, OAuthTokenProvider
+from partnerships_orchestrator.connectors.oauth import OAuthAuth, OAuthTokenProvider
 from partnerships_orchestrator.connectors.ratelimit import RateLimiter
 from partnerships_orchestrator.errors import ConfigurationError, PartnershipsError
 
@@ -358,19 +358,12 @@ class SalesforceCRM(CRMResource):
                 f"{self.connection}: no refresh_token and no client_secret",
                 "set refresh_token (refresh-token flow) or client_secret (client credentials)",
             )
-        settings = OAuthSettings(
-            token_url=f"{self.login_url.rstrip('/')}/services/oauth2/token",
-            grant_type=grant,
-            client_id=self._secret(self.client_id) or "",
-            client_secret=self._secret(self.client_secret),
-            refresh_token=self._secret(self.refresh_token),
-        )
-        provider = OAuthTokenProvider(
-            self.connection,
-            settings,
-            timeouts=self._timeouts(),
-            retry=self._retry(),
-            clock=self._clock,
+        provider = self._oauth_provider(
+            f"{self.login_url.rstrip('/')}/services/oauth2/token",
+            grant,
+            self.client_id,
+            self.client_secret,
+            self.refresh_token,
         )
         return HttpClient(
             self.connection,

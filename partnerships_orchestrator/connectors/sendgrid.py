@@ -29,7 +29,7 @@ from pydantic import Field
 from partnerships_orchestrator.connectors.channel import Message, Receipt
 from partnerships_orchestrator.connectors.delivery import (
     Attachment,
-    ChannelResource,
+    EmailResource,
     HttpClient,
     RateLimitConfig,
     check_failure,
@@ -95,14 +95,12 @@ def _reset_wait(response: httpx.Response) -> float | None:
         return None
 
 
-class SendGridEmail(ChannelResource):
+class SendGridEmail(EmailResource):
     """Sends the `email` channel's messages through SendGrid's v3 Mail Send API."""
 
     api_key: str = Field(
         description="API key or a secret reference such as ${env:SENDGRID_API_KEY}.", repr=False
     )
-    sender: str = Field(description="The From address (`from:` in the connections document).")
-    sender_name: str | None = Field(default=None, description="The From display name.")
     base_url: str = Field(
         default="https://api.sendgrid.com",
         description="API host; EU subusers use https://api.eu.sendgrid.com.",
