@@ -27,6 +27,7 @@ lint: setup
 bench: setup
 	$(BIN)/python benchmarks/compile.py
 	$(BIN)/python benchmarks/run_overhead.py
+	$(BIN)/python benchmarks/connectors.py
 
 clean:
 	rm -rf .partnerships

@@ -129,15 +129,24 @@ class HubSpotPolicy(ResponsePolicy):
     def update_limits(
         self, response: httpx.Response, limiter: RateLimiter, key: str | None = None
     ) -> None:
-        """``X-HubSpot-RateLimit-Remaining`` calls are left in the current interval."""
+        """``X-HubSpot-RateLimit-Remaining`` calls are left in the rolling interval.
+
+        The headers give the window's length, not when it resets. In a rolling window the next
+        call frees up when the oldest one ages out, about one slot (interval / max) away when
+        calls are paced, so an exhausted quota holds the connection for one slot, not a whole
+        interval.
+        """
         remaining = response.headers.get("X-HubSpot-RateLimit-Remaining")
+        most = response.headers.get("X-HubSpot-RateLimit-Max")
         interval = _interval_seconds(response)
         if remaining is None or interval is None:
             return
         try:
-            limiter.observe_quota(int(remaining), interval)
+            left = int(remaining)
+            slot = interval / int(most) if most and int(most) > 0 else interval
         except ValueError:
             return
+        limiter.observe_quota(left, slot if left == 0 else interval)
 
 
 def _json(response: httpx.Response) -> Any:

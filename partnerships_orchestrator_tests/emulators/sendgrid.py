@@ -301,7 +301,9 @@ def _limit_headers(decision: Decision, now: float) -> dict[str, str]:
     return {
         "X-RateLimit-Limit": str(decision.limit),
         "X-RateLimit-Remaining": str(decision.remaining),
-        "X-RateLimit-Reset": str(math.ceil(now + decision.reset_after)),
+        # the clock is read again after the decision: a millisecond's slack keeps a reset that
+        # falls exactly on a second boundary from being announced a whole second late
+        "X-RateLimit-Reset": str(math.ceil(now + decision.reset_after - 1e-3)),
     }
 
 
