@@ -146,3 +146,43 @@ def test_connections_check_reports_each_vendor_without_secrets(product, vendors)
         results["slack"]["rate_limit"] == "100 per minute in all"
     )  # per channel pacing is off here
     assert results["teams"]["ok"] is None  # a webhook cannot be checked without posting
+
+
+CRM_PLAYBOOK = """
+id: crm-customers
+steps:
+  - id: customers
+    type: query
+    source: hubspot
+    object: contacts
+    filters: {lifecyclestage: customer}
+    properties: [email, lifecyclestage]
+  - id: tell
+    type: communicate
+    depends_on: [customers]
+    channel: slack
+    to: "#partner-ops"
+    body: "{{ steps.customers.count }} customers: {{ steps.customers.rows | map(attribute='email') | join(', ') }}"
+"""
+
+
+def test_a_query_step_reads_the_crm_through_its_connection(product, vendors, monkeypatch):
+    from partnerships_orchestrator_tests.emulators.hubspot import HubSpotEmulator
+
+    hubspot = HubSpotEmulator()
+    with hubspot.serve():
+        for n in range(250):
+            stage = "customer" if n % 3 == 0 else "lead"
+            hubspot.add_record("contacts", {"email": f"c{n}@example.com", "lifecyclestage": stage})
+        monkeypatch.setenv("HUBSPOT_TOKEN", hubspot.issue_private_token())
+        connections = product.playbooks_dir / "connections.yaml"
+        connections.write_text(
+            connections.read_text()
+            + f'  hubspot: {{token: "${{env:HUBSPOT_TOKEN}}", base_url: {hubspot.base_url}}}\n'
+        )
+        (product.playbooks_dir / "crm.yaml").write_text(CRM_PLAYBOOK)
+        summary = run_playbook(product, "crm-customers", {}, progress=False)
+    assert summary.success, summary.errors
+    [message] = vendors.slack.messages
+    assert message.text.startswith("84 customers: c0@example.com, c3@example.com")
+    assert len(hubspot.requests("/crm/v3/objects/contacts/search")) == 1  # one page of 200 holds 84

@@ -21,6 +21,7 @@ from partnerships_orchestrator.compiler.ops import (
     build_fanout_op,
     build_step_op,
 )
+from partnerships_orchestrator.errors import ConfigurationError
 from partnerships_orchestrator.spec.graph import StepGraph
 from partnerships_orchestrator.spec.models import OnError, Playbook, QueryStep, StepBase
 
@@ -223,6 +224,7 @@ def build_job(
         dg.multiprocess_executor if playbook.executor == "multiprocess" else dg.in_process_executor
     )
     needed = {k for plan in plans.values() for k in plan.resource_keys}
+    _check_connections(playbook, plans, resources)
     return composed.to_job(
         name=naming.job_name(playbook.id),
         description=_description(playbook),
@@ -233,6 +235,19 @@ def build_job(
         executor_def=executor,
         logger_defs=dict(logger_defs) if logger_defs else None,
     )
+
+
+def _check_connections(
+    playbook: Playbook, plans: Mapping[str, StepPlan], resources: Mapping[str, Any]
+) -> None:
+    """Every CRM a step reads must be configured (channels always are: the outbox)."""
+    for step_id, plan in plans.items():
+        for key in sorted(plan.resource_keys - set(resources) - {RESOURCE_KEY, *CHANNEL_KEYS}):
+            raise ConfigurationError(
+                f"playbook `{playbook.id}`, step `{step_id}` reads from `{key}`, "
+                "which no connections document configures",
+                hint=f"add `{key}` to a `kind: connections` document",
+            )
 
 
 def _description(playbook: Playbook) -> str:

@@ -17,6 +17,7 @@ import dagster as dg
 from partnerships_orchestrator.compiler import naming
 from partnerships_orchestrator.compiler.job import build_job
 from partnerships_orchestrator.compiler.triggers import schedules_for, sensors_for
+from partnerships_orchestrator.errors import PartnershipsError
 from partnerships_orchestrator.spec.models import Playbook
 from partnerships_orchestrator.spec.problems import SpecProblem
 
@@ -66,13 +67,16 @@ class PlaybookRepositoryData(dg.RepositoryData):
     def _build(self, job_name: str) -> dg.JobDefinition:
         if job_name in self._invalid:
             source, problems = self._invalid[job_name]
-            return invalid_job(job_name, source, problems)
+            return invalid_job(job_name, source, [str(p) for p in problems])
         if job_name in self._playbooks:
             playbook, source = self._playbooks[job_name]
             problems = self._check(playbook) if self._check else []
             if problems:
-                return invalid_job(job_name, source, problems)
-            return build_job(playbook, self._resources, source=source)
+                return invalid_job(job_name, source, [str(p) for p in problems])
+            try:
+                return build_job(playbook, self._resources, source=source)
+            except PartnershipsError as exc:  # e.g. a step reads a connection nobody configured
+                return invalid_job(job_name, source, [f"{source}: {exc}"])
         if self._base:
             return self._base.get_job(job_name)
         raise dg.DagsterInvariantViolationError(f"no job named {job_name}")
@@ -142,7 +146,7 @@ def _stem(path: str) -> str:
     return name.split(".", 1)[0]
 
 
-def invalid_job(job_name: str, source: str, problems: Sequence[SpecProblem]) -> dg.JobDefinition:
+def invalid_job(job_name: str, source: str, problems: Sequence[str]) -> dg.JobDefinition:
     """A job standing for a file that did not validate: its description is the problem list."""
     listing = "\n".join(f"- {p}" for p in problems)
 

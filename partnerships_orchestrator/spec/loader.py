@@ -25,7 +25,7 @@ from pydantic import TypeAdapter, ValidationError
 from partnerships_orchestrator.spec.expression_checks import PlaybookExpressions
 from partnerships_orchestrator.spec.graph import StepGraph
 from partnerships_orchestrator.spec.model_errors import findings_from
-from partnerships_orchestrator.spec.models import Document, Playbook
+from partnerships_orchestrator.spec.models import Connections, Document, Playbook
 from partnerships_orchestrator.spec.problems import ROOT, Finding, SpecError, SpecProblem
 from partnerships_orchestrator.spec.source import (
     JSON_SUFFIXES,
@@ -126,6 +126,9 @@ def load_catalog(
     placed, refused, findings = _models(files)
     context = CheckContext(
         asset_ids=frozenset(asset_ids_of([p.model for p in placed])),
+        connections=frozenset(
+            name for p in placed if isinstance(p.model, Connections) for name in p.model.connections
+        ),
         templates_dir=templates_dir,
         check_expressions=check_expressions,
     )

@@ -48,6 +48,7 @@ class CheckContext:
     """What checks of one document need to know about the rest of the folder."""
 
     asset_ids: frozenset[str] = frozenset()
+    connections: frozenset[str] = frozenset()  # connectors configured by a connections document
     templates_dir: Path | None = None
     check_expressions: bool = True
     _template_files: list[str] | None = field(default=None, repr=False)
@@ -469,10 +470,26 @@ def _step_reference_problems(
                 yield Finding(
                     file, index, ("steps", position, "source"), *_unknown_asset(ref, context)
                 )
+        if isinstance(step, QueryStep) and _unconfigured_crm(step, context):
+            configured = listing(f"`{c}`" for c in sorted(context.connections)) or "none"
+            yield Finding(
+                file,
+                index,
+                ("steps", position, "source"),
+                f"source `{step.source}` is not configured in a connections document",
+                f"add `{step.source}` to a `kind: connections` document "
+                f"(configured: {configured}), or query the `warehouse`",
+            )
         if isinstance(step, TemplateStep | CommunicateStep) and step.template is not None:
             problem = _template_problem(step.template, context)
             if problem:
                 yield Finding(file, index, ("steps", position, "template"), *problem)
+
+
+def _unconfigured_crm(step: QueryStep, context: CheckContext) -> bool:
+    """A CRM object query whose source no connections document configures."""
+    crm = step.object is not None and step.source != "warehouse"
+    return crm and not step.source.startswith("dataset:") and step.source not in context.connections
 
 
 def _template_problem(name: str, context: CheckContext) -> tuple[str, str] | None:

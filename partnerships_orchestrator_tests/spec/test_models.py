@@ -109,7 +109,8 @@ ROWS: list[tuple[str, str, Callable[[Any], bool]]] = [
     ),
     (
         "query step on a CRM object",
-        playbook(
+        "kind: connections\nid: crm\nconnections: {hubspot: {token: '${env:HUBSPOT_TOKEN}'}}\n---\n"
+        + playbook(
             "steps:\n  - {id: fetch, type: query, source: hubspot, object: contacts, "
             "properties: [email], filters: {lifecyclestage: customer}}\n"
         ),

@@ -560,3 +560,14 @@ def test_dashed_step_ids_need_brackets(tmp_path: Path) -> None:
     assert (
         problem.hint == "write `steps['new-partners']`: in `steps.new-partners` the `-` is a minus"
     )
+
+
+def test_a_crm_query_needs_its_connection_configured(tmp_path: Path) -> None:
+    file = tmp_path / "crm.yaml"
+    file.write_text(
+        "id: crm\nsteps:\n  - {id: fetch, type: query, source: salesforce, object: Account}\n"
+    )
+    (problem,) = load_catalog([file]).problems
+    assert (problem.line, problem.column, problem.path) == (3, 38, "steps[0].source")
+    assert "source `salesforce` is not configured in a connections document" in problem.message
+    assert "kind: connections" in (problem.hint or "")
