@@ -428,18 +428,9 @@ def up(
     for problem in catalog.problems:
         errors.print(f"  [yellow]{problem}[/]", highlight=False)
     errors.print(f"state: {settings.home}   dagster home: {settings.dagster_home}")
-    stack = launcher.start_stack(settings, host, port)
-    url = f"http://{host}:{port}"
-    errors.print(f"starting Dagster webserver and daemon (logs in {settings.home / 'logs'}) ...")
-    if not launcher.wait_until_ready(url, stack):
-        errors.print("[red]the webserver did not come up; see the logs above[/]")
-        stack.stop()
-        sys.exit(1)
-    errors.print(f"[bold green]ready:[/] {url}   (Ctrl-C to stop)")
-    code = launcher.run_until_signalled(
-        stack, lambda why: errors.print(f"stopping ({why}) ...", highlight=False)
+    code = launcher.run_stack(
+        settings, host, port, lambda line: errors.print(line, highlight=False)
     )
-    errors.print("stopped")
     sys.exit(code)
 
 

@@ -142,39 +142,65 @@ def start_stack(settings: Settings, host: str, port: int) -> Stack:
 
 
 def wait_until_ready(
-    url: str,
-    stack: Stack,
-    timeout: float = READY_TIMEOUT,
-    on_wait: Callable[[], None] | None = None,
+    url: str, stack: Stack, stop: Callable[[], bool], timeout: float = READY_TIMEOUT
 ) -> bool:
-    """Poll the webserver's `/server_info` until it answers (or a child died, or time ran out)."""
+    """Poll the webserver's `/server_info` until it answers (or a child died, a stop was asked
+    for, or time ran out)."""
     deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline and stack.alive():
+    while time.monotonic() < deadline and stack.alive() and not stop():
         try:
             if httpx.get(f"{url}/server_info", timeout=2).status_code == 200:
                 return True
         except httpx.HTTPError:
             pass
-        if on_wait:
-            on_wait()
         time.sleep(0.5)
     return False
 
 
-def run_until_signalled(stack: Stack, on_stop: Callable[[str], None]) -> int:
-    """Block until SIGINT/SIGTERM or a child exits; then stop everything. Returns an exit code."""
+def stop_with_parent() -> None:
+    """Ask Linux to send us SIGTERM if our parent dies (e.g. `make run` killed with SIGTERM),
+    so the stack never outlives the command that started it. Elsewhere: nothing to do."""
+    if not sys.platform.startswith("linux"):
+        return
+    import ctypes
+
+    try:
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+    except OSError:
+        return
+    pr_set_pdeathsig = 1
+    libc.prctl(pr_set_pdeathsig, signal.SIGTERM)
+    if os.getppid() == 1:  # the parent is already gone
+        os.kill(os.getpid(), signal.SIGTERM)
+
+
+def run_stack(settings: Settings, host: str, port: int, say: Callable[[str], None]) -> int:
+    """Start the webserver and daemon, run until SIGINT/SIGTERM or a child exits, then stop
+    everything. Signals are caught before the first child starts, so a Ctrl-C during start-up
+    stops the stack too. Returns the exit code."""
     received: list[str] = []
 
     def handler(signum: int, _frame: object) -> None:
         received.append(signal.Signals(signum).name)
 
     previous = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
+    stop_with_parent()
+    stack = start_stack(settings, host, port)
+    url = f"http://{host}:{port}"
     try:
+        say(f"starting Dagster webserver and daemon (logs in {settings.home / 'logs'}) ...")
+        if not wait_until_ready(url, stack, stop=lambda: bool(received)):
+            if not received:
+                say("the webserver did not come up; see the logs")
+                return 1
+        else:
+            say(f"ready: {url}   (Ctrl-C to stop)")
         while not received and stack.alive():
             time.sleep(0.2)
+        return 0 if received else 1
     finally:
-        on_stop(received[0] if received else "a process exited")
+        say(f"stopping ({received[0] if received else 'a process exited'}) ...")
         stack.stop()
         for sig, old in previous.items():
             signal.signal(sig, old)
-    return 0 if received else 1
+        say("stopped")

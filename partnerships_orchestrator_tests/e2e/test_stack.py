@@ -202,3 +202,29 @@ def test_stack_stop_kills_children_that_ignore_sigterm(tmp_path):
     stack.stop(grace=0.5)
     assert time.monotonic() - started < 5
     assert processes_with(f"STUBBORN_MARK={tmp_path}") == []
+
+
+def test_killing_the_parent_during_start_up_stops_every_process(tmp_path):
+    """`make run` killed while the stack is still starting: nothing may be left behind."""
+    playbooks = tmp_path / "playbooks"
+    playbooks.mkdir()
+    (playbooks / "tiny.yaml").write_text(
+        "id: tiny\nsteps:\n  - {id: a, type: evaluate, expression: '1'}\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "DAGSTER_HOME"}
+    env.update(PARTNERSHIPS_HOME=str(tmp_path / "home"), PARTNERSHIPS_PLAYBOOKS=str(playbooks))
+    marker = f"PARTNERSHIPS_HOME={tmp_path / 'home'}"
+    command = f"'{BIN / 'partnerships'}' up --no-seed --port {_free_port()} > '{tmp_path}/up.log' 2>&1 & wait"
+    parent = subprocess.Popen(["bash", "-c", command], env=env, cwd=ROOT, start_new_session=True)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and len(processes_with(marker)) < 3:
+        time.sleep(0.1)  # until the launcher, webserver and daemon exist
+    assert len(processes_with(marker)) >= 3
+    assert b"ready:" not in (tmp_path / "up.log").read_bytes()  # still starting up
+    parent.kill()
+    parent.wait()
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and processes_with(marker):
+        time.sleep(0.2)
+    assert processes_with(marker) == []
+    assert b"stopping (SIGTERM)" in (tmp_path / "up.log").read_bytes()
