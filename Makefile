@@ -22,7 +22,7 @@ test: setup  ## set up and run the whole test suite
 
 lint: setup
 	$(BIN)/ruff check partnerships_orchestrator partnerships_orchestrator_tests benchmarks
-	$(BIN)/mypy partnerships_orchestrator/spec partnerships_orchestrator/compiler
+	$(BIN)/mypy partnerships_orchestrator
 
 bench: setup
 	$(BIN)/python benchmarks/compile.py

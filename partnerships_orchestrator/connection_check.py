@@ -54,8 +54,8 @@ def rate_limit_text(reported: Any, resource: Any) -> str:
     """One line on the pace this connection keeps (and what the vendor says is left)."""
     client = reported.get("client") if isinstance(reported, dict) else None
     if client is None:
-        limit = getattr(resource, "rate_limit", None)
-        client = limit.model_dump() if hasattr(limit, "model_dump") else None
+        limit: Any = getattr(resource, "rate_limit", None)
+        client = limit.model_dump() if limit is not None and hasattr(limit, "model_dump") else None
     parts = []
     if isinstance(client, dict) and client.get("requests"):
         parts.append(f"{client['requests']} per {client['per_seconds']:g} s")

@@ -135,7 +135,8 @@ def dagster_instance(settings: Settings) -> dg.DagsterInstance:
 
 
 @dg.logger(
-    description="Silent: `partnerships run` shows its own progress; full logs are in the UI."
+    config_schema=None,
+    description="Silent: `partnerships run` shows its own progress; full logs are in the UI.",
 )
 def _quiet_logger(_init_context: Any) -> logging.Logger:
     logger = logging.Logger("partnerships.run", level=logging.CRITICAL)
