@@ -186,3 +186,18 @@ def test_a_query_step_reads_the_crm_through_its_connection(product, vendors, mon
     [message] = vendors.slack.messages
     assert message.text.startswith("84 customers: c0@example.com, c3@example.com")
     assert len(hubspot.requests("/crm/v3/objects/contacts/search")) == 1  # one page of 200 holds 84
+
+
+def test_a_step_can_keep_to_the_outbox_while_its_channel_is_connected(product, vendors):
+    (product.playbooks_dir / "rehearse.yaml").write_text(
+        "id: rehearse\nsteps:\n"
+        "  - {id: draft, type: communicate, channel: email, provider: outbox,"
+        " to: ops@example.org, subject: Draft, body: Hello}\n"
+        "  - {id: real, type: communicate, channel: email, provider: sendgrid,"
+        " to: ops@example.org, subject: Final, body: Hello}\n"
+    )
+    summary = run_playbook(product, "rehearse", {}, progress=False)
+    assert summary.success, summary.errors
+    [kept] = StateStore(product.state_url).outbox(run_id=summary.run_id)
+    assert kept["subject"] == "Draft"
+    assert [d.subject for d in vendors.sendgrid.state.delivered] == ["Final"]

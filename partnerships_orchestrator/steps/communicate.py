@@ -54,6 +54,11 @@ def _provider(step: CommunicateStep, ctx: StepContext) -> ChannelProvider:
             f"no provider for channel `{step.channel}`",
             hint="configure it in a `kind: connections` document",
         )
+    if step.provider == "outbox" and provider.provider_name != "outbox":
+        from partnerships_orchestrator.connectors.outbox import OutboxChannel
+
+        # a step may rehearse in the sandbox while its channel is connected for real
+        return OutboxChannel(channel=step.channel, state_url=ctx.resources.state.url)
     if step.provider and step.provider != provider.provider_name:
         raise StepError(
             f"step `{step.id}` asks for provider `{step.provider}` but channel `{step.channel}` "
