@@ -21,11 +21,10 @@ from partnerships_orchestrator.compiler.ops import (
     build_fanout_op,
     build_step_op,
 )
+from partnerships_orchestrator.connections import CHANNELS
 from partnerships_orchestrator.errors import ConfigurationError
 from partnerships_orchestrator.spec.graph import StepGraph
 from partnerships_orchestrator.spec.models import OnError, Playbook, QueryStep, StepBase
-
-CHANNEL_KEYS = ("email", "sms", "slack", "teams")
 
 
 def step_policy(playbook: Playbook, step: StepBase) -> OnError:
@@ -242,7 +241,7 @@ def _check_connections(
 ) -> None:
     """Every CRM a step reads must be configured (channels always are: the outbox)."""
     for step_id, plan in plans.items():
-        for key in sorted(plan.resource_keys - set(resources) - {RESOURCE_KEY, *CHANNEL_KEYS}):
+        for key in sorted(plan.resource_keys - set(resources) - {RESOURCE_KEY, *CHANNELS}):
             raise ConfigurationError(
                 f"playbook `{playbook.id}`, step `{step_id}` reads from `{key}`, "
                 "which no connections document configures",

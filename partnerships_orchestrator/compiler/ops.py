@@ -30,6 +30,7 @@ from partnerships_orchestrator.compiler.scope import (
     with_item,
     with_output,
 )
+from partnerships_orchestrator.connections import CHANNELS, CRMS
 from partnerships_orchestrator.errors import (
     ExpressionError,
     InputError,
@@ -298,15 +299,9 @@ def _step_resources(
     context: OpExecutionContext, resource: Any, playbook: Playbook
 ) -> StepResources:
     channels = {
-        key: getattr(context.resources, key)
-        for key in ("email", "sms", "slack", "teams")
-        if hasattr(context.resources, key)
+        key: getattr(context.resources, key) for key in CHANNELS if hasattr(context.resources, key)
     }
-    crm = {
-        key: getattr(context.resources, key)
-        for key in ("hubspot", "salesforce")
-        if hasattr(context.resources, key)
-    }
+    crm = {key: getattr(context.resources, key) for key in CRMS if hasattr(context.resources, key)}
     return StepResources(
         state=resource.state,
         warehouse=resource.warehouse,
