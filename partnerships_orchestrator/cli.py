@@ -304,7 +304,7 @@ def _short(text: str, width: int = 60) -> str:
     return flat if len(flat) <= width else flat[: width - 1] + "…"
 
 
-@main.command(name="dead-letters")
+@main.group(name="dead-letters", invoke_without_command=True)
 @common_options
 @json_option
 @click.option("--playbook", "playbook_id", default=None, help="Only this playbook's.")
@@ -318,14 +318,16 @@ def dead_letters(
     playbook_id: str | None,
     run_id: str | None,
 ) -> None:
-    """List failures that ended in skip, abort or exhausted retries."""
+    """List failures that ended in skip, abort or exhausted retries (`redrive ID` reruns one)."""
+    if ctx.invoked_subcommand is not None:
+        return
     from partnerships_orchestrator.store.state import StateStore
 
     letters = StateStore(_settings(ctx).state_url).dead_letters(playbook=playbook_id, run_id=run_id)
     if as_json:
         _print_json(letters)
         return
-    table = Table("id", "time", "playbook", "step", "action", "attempts", "error", "run")
+    table = Table("id", "time", "playbook", "step", "action", "attempts", "status", "error", "run")
     for d in letters:
         table.add_row(
             str(d["id"]),
@@ -334,11 +336,44 @@ def dead_letters(
             d["step"],
             d["action"],
             str(d["attempts"]),
+            d["status"],
             _short(d["error"], 70),
             d["run_id"][:8],
         )
     console.print(table)
     errors.print(f"{len(letters)} dead letter(s)", highlight=False)
+
+
+@dead_letters.command(name="redrive")
+@click.argument("letter_id", type=int)
+@common_options
+@json_option
+@click.pass_context
+def dead_letters_redrive(
+    ctx: click.Context, letter_id: int, playbooks: str | None, home: str | None, as_json: bool
+) -> None:
+    """Run a dead letter's step again with the scope it failed with (same root run: messages
+    already delivered are not sent again)."""
+    from partnerships_orchestrator.redrive import redrive
+
+    try:
+        done = redrive(_settings(ctx), letter_id)
+    except PartnershipsError as exc:
+        _fail(exc)
+    if as_json:
+        _print_json(
+            {
+                "id": done.letter_id,
+                "playbook": done.playbook,
+                "step": done.step,
+                "output": done.output,
+            }
+        )
+    else:
+        console.print(
+            f"redrove dead letter {done.letter_id}: `{done.playbook}` step `{done.step}` succeeded",
+            highlight=False,
+        )
 
 
 # ---------------------------------------------------------------- connections

@@ -161,3 +161,45 @@ def test_an_invalid_connections_document_stops_deliveries_instead_of_using_the_o
     assert any(
         r["connection"] == "connections" and "sendgird" in r["detail"] for r in json.loads(out)
     )
+
+
+FLAKY = """
+id: cli-flaky
+steps:
+  - id: tell
+    type: communicate
+    channel: email
+    to: [a@example.org, b@example.org, c@flaky.invalid]
+    subject: "Summit"
+    body: "See you there"
+    on_error: {action: skip}
+"""
+
+
+def test_a_dead_letter_is_redriven_without_sending_twice(project):
+    (project / "playbooks" / "cli-flaky.yaml").write_text(FLAKY)
+    code, out = invoke("run", "cli-flaky", "--json")
+    summary = json.loads(out)
+    assert code == 0 and summary["messages_sent"] == 2 and summary["dead_letters"] == 1
+    code, out = invoke("dead-letters", "--json", "--playbook", "cli-flaky")
+    [letter] = json.loads(out)
+    assert (letter["step"], letter["action"], letter["status"]) == ("tell", "skip", "open")
+
+    code, out = invoke("dead-letters", "redrive", str(letter["id"]), "--json")
+    assert code == 0, out
+    receipts = json.loads(out)["output"]
+    assert [(r["to"], r["status"]) for r in receipts] == [
+        ("a@example.org", "already_sent"),
+        ("b@example.org", "already_sent"),
+        ("c@flaky.invalid", "sent"),
+    ]
+    code, out = invoke("outbox", "--json")
+    assert sorted(m["recipient"] for m in json.loads(out)) == [
+        "a@example.org",
+        "b@example.org",
+        "c@flaky.invalid",
+    ]
+    code, out = invoke("dead-letters", "--json", "--playbook", "cli-flaky")
+    assert json.loads(out)[0]["status"] == "redriven"
+    code, out = invoke("dead-letters", "redrive", str(letter["id"]))
+    assert code == 2 and "redriven already" in out

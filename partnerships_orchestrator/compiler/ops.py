@@ -7,6 +7,7 @@ skips what needs it, and a fan-out's collect step simply sees fewer items.
 """
 
 import json
+import pickle
 import time
 from collections.abc import Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
@@ -298,10 +299,20 @@ def _current_mapping_key(context: OpExecutionContext) -> str | None:
 def _step_resources(
     context: OpExecutionContext, resource: Any, playbook: Playbook
 ) -> StepResources:
-    channels = {
-        key: getattr(context.resources, key) for key in CHANNELS if hasattr(context.resources, key)
+    available = {
+        key: getattr(context.resources, key)
+        for key in (*CHANNELS, *CRMS)
+        if hasattr(context.resources, key)
     }
-    crm = {key: getattr(context.resources, key) for key in CRMS if hasattr(context.resources, key)}
+    return step_resources(resource, available, playbook)
+
+
+def step_resources(
+    resource: Any, available: Mapping[str, Any], playbook: Playbook
+) -> StepResources:
+    """What a step may touch, from the product resource and the connection resources."""
+    channels = {key: available[key] for key in CHANNELS if key in available}
+    crm = {key: available[key] for key in CRMS if key in available}
     return StepResources(
         state=resource.state,
         warehouse=resource.warehouse,
@@ -348,7 +359,17 @@ def _dead_letter_inputs(plan: StepPlan, ctx: StepContext) -> dict[str, Any]:
         "item": ctx.scope.get("item"),
         "mapping_key": ctx.mapping_key,
         "trigger": ctx.scope.get("trigger"),
+        "root_run_id": ctx.run.root_id,
+        "run_started_at": ctx.run.started_at,
     }
+
+
+def _pickled_scope(scope: Mapping[str, Any]) -> bytes | None:
+    """The step's scope for a later redrive (None if something in it cannot be pickled)."""
+    try:
+        return pickle.dumps(dict(scope))
+    except (pickle.PicklingError, TypeError, AttributeError):
+        return None
 
 
 def _handle_failure(
@@ -369,6 +390,7 @@ def _handle_failure(
             error=exc,
             inputs=jsonable(_dead_letter_inputs(plan, ctx)),
             attempts=attempt,
+            scope=_pickled_scope(ctx.scope),
         )
 
     if policy.action == "skip":

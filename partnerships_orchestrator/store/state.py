@@ -213,6 +213,7 @@ class StateStore:
         error: BaseException | str,
         inputs: Any,
         attempts: int = 1,
+        scope: bytes | None = None,
     ) -> int:
         error_type = type(error).__name__ if isinstance(error, BaseException) else "Error"
         with self.engine.begin() as conn:
@@ -227,15 +228,32 @@ class StateStore:
                     inputs=jsonable(inputs),
                     attempts=attempts,
                     status="open",
+                    scope=scope,
                     created_at=_now(),
                 )
             )
         return int(result.inserted_primary_key[0])  # type: ignore[index]
 
+    def dead_letter(self, letter_id: int) -> dict[str, Any] | None:
+        """One dead letter, its pickled scope included."""
+        query = select(tables.dead_letters).where(tables.dead_letters.c.id == letter_id)
+        with self.engine.connect() as conn:
+            row = conn.execute(query).mappings().first()
+        return dict(row) if row else None
+
+    def mark_redriven(self, letter_id: int) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(
+                update(tables.dead_letters)
+                .where(tables.dead_letters.c.id == letter_id)
+                .values(status="redriven", redriven_at=_now())
+            )
+
     def dead_letters(
         self, *, playbook: str | None = None, run_id: str | None = None, status: str | None = None
     ) -> list[dict[str, Any]]:
-        query = select(tables.dead_letters).order_by(tables.dead_letters.c.id)
+        listed = [c for c in tables.dead_letters.c if c.name != "scope"]
+        query = select(*listed).order_by(tables.dead_letters.c.id)
         if playbook:
             query = query.where(tables.dead_letters.c.playbook == playbook)
         if run_id:

@@ -8,6 +8,7 @@ from sqlalchemy import (
     DateTime,
     Index,
     Integer,
+    LargeBinary,
     MetaData,
     String,
     Table,
@@ -68,6 +69,8 @@ dead_letters = Table(
     Column("inputs", JSON),
     Column("attempts", Integer, nullable=False, default=1),
     Column("status", String(20), nullable=False, default="open"),  # open | redriven
+    Column("scope", LargeBinary),  # the step's expression scope (pickled), for redrives
+    Column("redriven_at", DateTime(timezone=True)),
     Column("created_at", DateTime(timezone=True), nullable=False),
     Index("ix_dead_letters_playbook", "playbook"),
 )
