@@ -417,8 +417,11 @@ are not merged); keys it leaves out take the defaults in the [`OnError`](#onerro
 - `abort`: the failure is dead-lettered, the run is tagged `{abort_tag}` and fails; steps that
   have not started yet refuse to start; steps already running finish.
 
-A dead letter keeps the step as written, the run's inputs, the item, the trigger, the error and
-the run id; `partnerships dead-letters` lists them. A false `when` is a skip, never a failure.
+A dead letter keeps the step as written, the run's inputs, the item, the trigger, the error,
+the run id and the scope the step saw; `partnerships dead-letters` lists them and
+`partnerships dead-letters redrive ID` runs that step again with that scope, in the same root
+run (so messages already delivered are not sent again). A false `when` is a skip, never a
+failure.
 
 `timeout_seconds` (a step's own, else `defaults.timeout_seconds`) bounds each attempt: an attempt
 still running after that many seconds fails with a timeout, which goes through `on_error` like
