@@ -66,3 +66,20 @@ def test_strict_mode_refuses_to_load_with_any_problem(folder, monkeypatch):
     monkeypatch.setenv("DAGSTER_IS_DEFS_VALIDATION_CLI", "1")
     with pytest.raises(SpecError, match="oops.yaml"):
         build_repository(folder)
+
+
+def test_shipped_instance_config_limits_runs_per_playbook(tmp_path):
+    """`concurrency.max_runs: N` tags runs `partnerships/max_runs_N: <id>`; dagster.yaml bounds each."""
+    import dagster as dg
+    import yaml
+
+    from partnerships_orchestrator.launcher import instance_config_source
+
+    config = yaml.safe_load(instance_config_source().read_text())
+    with dg.instance_for_test(overrides=config, temp_dir=str(tmp_path)) as instance:
+        queue = instance.get_concurrency_config().run_queue_config
+        limits = {rule["key"]: rule for rule in queue.tag_concurrency_limits}
+        assert instance.run_coordinator.dequeue_interval_seconds == 1
+    for n in range(1, 11):
+        rule = limits[f"partnerships/max_runs_{n}"]
+        assert rule["limit"] == n and rule["value"] == {"applyLimitPerUniqueValue": True}
