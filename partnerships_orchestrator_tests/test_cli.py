@@ -131,7 +131,16 @@ def test_run_refuses_bad_inputs_before_starting(project):
 
 def test_schema_is_json(project):
     code, out = invoke("schema")
-    assert code == 0 and "playbook" in json.dumps(json.loads(out))
+    schema = json.loads(out)
+    assert code == 0 and schema["$id"] == "urn:partnerships-orchestrator:schema:document"
+    assert set(schema["properties"]["kind"]["enum"]) == {
+        "playbook",
+        "sync",
+        "dataset",
+        "report",
+        "metrics",
+        "connections",
+    }
 
 
 def test_entry_point_is_installed(project):
