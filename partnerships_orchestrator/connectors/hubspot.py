@@ -17,6 +17,8 @@ sync of any size loses and repeats nothing.
 from __future__ import annotations
 
 import re
+import time
+from collections import deque
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
@@ -70,6 +72,7 @@ class HubSpotPolicy(ResponsePolicy):
     def __init__(self, *, rolling_wait: float = 10.0, secondly_wait: float = 1.0) -> None:
         self.rolling_wait = rolling_wait
         self.secondly_wait = secondly_wait
+        self._answered: deque[float] = deque()  # when recent answers arrived (rolling window)
 
     def classify(self, response: httpx.Response) -> Verdict:
         status = response.status_code
@@ -131,10 +134,10 @@ class HubSpotPolicy(ResponsePolicy):
     ) -> None:
         """``X-HubSpot-RateLimit-Remaining`` calls are left in the rolling interval.
 
-        The headers give the window's length, not when it resets. In a rolling window the next
-        call frees up when the oldest one ages out, about one slot (interval / max) away when
-        calls are paced, so an exhausted quota holds the connection for one slot, not a whole
-        interval.
+        The headers give the window's length, not when it resets. In a rolling window of `max`
+        calls the next call frees up when the oldest of the last `max` ages out, so an exhausted
+        quota holds the connection until then (the answers seen stand in for the calls made),
+        not for a whole interval.
         """
         remaining = response.headers.get("X-HubSpot-RateLimit-Remaining")
         most = response.headers.get("X-HubSpot-RateLimit-Max")
@@ -142,11 +145,19 @@ class HubSpotPolicy(ResponsePolicy):
         if remaining is None or interval is None:
             return
         try:
-            left = int(remaining)
-            slot = interval / int(most) if most and int(most) > 0 else interval
+            left, size = int(remaining), int(most) if most else 0
         except ValueError:
             return
-        limiter.observe_quota(left, slot if left == 0 else interval)
+        now = time.monotonic()
+        self._answered.append(now)
+        while len(self._answered) > max(size, 1):
+            self._answered.popleft()
+        if left > 0:
+            limiter.observe_quota(left, interval)
+        elif size and len(self._answered) >= size:
+            limiter.observe_quota(0, max(0.0, self._answered[0] + interval - now))
+        else:
+            limiter.observe_quota(0, interval)
 
 
 def _json(response: httpx.Response) -> Any:
