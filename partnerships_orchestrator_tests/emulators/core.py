@@ -268,6 +268,7 @@ class Emulator(Generic[StateT]):
     def __init__(self, state_factory: Callable[[], StateT]) -> None:
         self._state_factory = state_factory
         self.lock = threading.RLock()
+        self.changed = threading.Condition(self.lock)  # notified when state records something
         self.clock = Clock()
         self.faults = FaultPlan()
         self.journal = Journal()
@@ -285,6 +286,16 @@ class Emulator(Generic[StateT]):
         self.faults.clear()
         self.journal.clear()
         self.clock.reset()
+
+    def notify_changed(self) -> None:
+        """Wake the tests waiting in :meth:`wait_until` (call after recording something)."""
+        with self.changed:
+            self.changed.notify_all()
+
+    def wait_until(self, predicate: Callable[[StateT], bool], timeout: float = 10.0) -> bool:
+        """Block until ``predicate(state)`` holds (True) or ``timeout`` passes (False)."""
+        with self.changed:
+            return self.changed.wait_for(lambda: predicate(self.state), timeout)
 
     def add_fault(self, fault: Fault | None = None, /, **fields: Any) -> None:
         """Queue a fault, given as a :class:`Fault` or as its fields."""

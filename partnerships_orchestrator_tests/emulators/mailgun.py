@@ -22,8 +22,8 @@ import json
 import math
 import re
 import secrets
-import threading
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 from email.utils import getaddresses
 from typing import Any
@@ -101,7 +101,6 @@ class MailgunEmulator(Emulator[MailgunState]):
 
     def __init__(self) -> None:
         super().__init__(MailgunState)
-        self._delivered = threading.Condition(self.lock)
 
     # -- helpers for tests (in-process) ------------------------------------------------------
 
@@ -118,16 +117,12 @@ class MailgunEmulator(Emulator[MailgunState]):
             self.state.failing_recipients[address.lower()] = times
 
     def delivered_counts(self) -> dict[str, int]:
-        counts: dict[str, int] = {}
         with self.lock:
-            for delivered in self.state.delivered:
-                counts[delivered.to] = counts.get(delivered.to, 0) + 1
-        return counts
+            return dict(Counter(d.to for d in self.state.delivered))
 
     def wait_for_deliveries(self, count: int, timeout: float = 10.0) -> bool:
         """Block until at least ``count`` messages were delivered (or ``timeout`` passed)."""
-        with self._delivered:
-            return self._delivered.wait_for(lambda: len(self.state.delivered) >= count, timeout)
+        return self.wait_until(lambda state: len(state.delivered) >= count, timeout)
 
     # -- routes ------------------------------------------------------------------------------
 
@@ -238,9 +233,9 @@ class MailgunEmulator(Emulator[MailgunState]):
                         batch=batch,
                     )
                 )
-        with self._delivered:
+        with self.changed:
             self.state.delivered.extend(delivered)
-            self._delivered.notify_all()
+            self.changed.notify_all()
 
 
 def _basic(key: str) -> str:

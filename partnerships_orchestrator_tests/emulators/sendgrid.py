@@ -26,7 +26,7 @@ import json
 import math
 import re
 import secrets
-import threading
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -155,7 +155,6 @@ class SendGridEmulator(Emulator[SendGridState]):
 
     def __init__(self) -> None:
         super().__init__(SendGridState)
-        self._delivered = threading.Condition(self.lock)
 
     # -- helpers for tests (in-process) ------------------------------------------------------
 
@@ -176,17 +175,12 @@ class SendGridEmulator(Emulator[SendGridState]):
             return [d for d in self.state.delivered if d.to.lower() == address.lower()]
 
     def delivered_counts(self) -> dict[str, int]:
-        """How many messages each address received."""
-        counts: dict[str, int] = {}
         with self.lock:
-            for delivered in self.state.delivered:
-                counts[delivered.to] = counts.get(delivered.to, 0) + 1
-        return counts
+            return dict(Counter(d.to for d in self.state.delivered))
 
     def wait_for_deliveries(self, count: int, timeout: float = 10.0) -> bool:
         """Block until at least ``count`` messages were delivered (or ``timeout`` passed)."""
-        with self._delivered:
-            return self._delivered.wait_for(lambda: len(self.state.delivered) >= count, timeout)
+        return self.wait_until(lambda state: len(state.delivered) >= count, timeout)
 
     # -- routes ------------------------------------------------------------------------------
 
@@ -291,10 +285,10 @@ class SendGridEmulator(Emulator[SendGridState]):
             for kind in _KINDS
             for recipient in personalization.get(kind) or []
         ]
-        with self._delivered:
+        with self.changed:
             self.state.delivered.extend(delivered)
             self.state.accepted_requests += 1
-            self._delivered.notify_all()
+            self.changed.notify_all()
 
 
 def _limit_headers(decision: Decision, now: float) -> dict[str, str]:

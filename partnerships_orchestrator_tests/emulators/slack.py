@@ -30,7 +30,6 @@ import itertools
 import json
 import math
 import secrets
-import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -136,7 +135,6 @@ class SlackEmulator(Emulator[SlackState]):
 
     def __init__(self) -> None:
         super().__init__(SlackState)
-        self._answered = threading.Condition(self.lock)
 
     # -- helpers for tests (in-process) ------------------------------------------------------
 
@@ -204,8 +202,7 @@ class SlackEmulator(Emulator[SlackState]):
 
     def wait_for(self, predicate: Callable[[list[Answer]], bool], timeout: float = 10.0) -> bool:
         """Block until ``predicate(answers)`` holds (True) or ``timeout`` passes (False)."""
-        with self._answered:
-            return self._answered.wait_for(lambda: predicate(list(self.state.answers)), timeout)
+        return self.wait_until(lambda state: predicate(list(state.answers)), timeout)
 
     # -- routes ------------------------------------------------------------------------------
 
@@ -336,7 +333,7 @@ class SlackEmulator(Emulator[SlackState]):
         if response.status_code != 200 or response.media_type == "application/json":
             error = _error_of(response)
         self.state.answers.append(Answer(via, channel, response.status_code, error))
-        self._answered.notify_all()
+        self.changed.notify_all()
         return response
 
     def _authenticate(self, request: Request, args: dict[str, Any]) -> Response | None:

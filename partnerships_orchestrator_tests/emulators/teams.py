@@ -22,7 +22,6 @@ import itertools
 import json
 import math
 import secrets
-import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -87,7 +86,6 @@ class TeamsEmulator(Emulator[TeamsState]):
 
     def __init__(self) -> None:
         super().__init__(TeamsState)
-        self._answered = threading.Condition(self.lock)
 
     # -- helpers for tests (in-process) ------------------------------------------------------
 
@@ -145,8 +143,7 @@ class TeamsEmulator(Emulator[TeamsState]):
 
     def wait_for(self, predicate: Callable[[list[Answer]], bool], timeout: float = 10.0) -> bool:
         """Block until ``predicate(answers)`` holds (True) or ``timeout`` passes (False)."""
-        with self._answered:
-            return self._answered.wait_for(lambda: predicate(list(self.state.answers)), timeout)
+        return self.wait_until(lambda state: predicate(list(state.answers)), timeout)
 
     # -- routes ------------------------------------------------------------------------------
 
@@ -244,7 +241,7 @@ class TeamsEmulator(Emulator[TeamsState]):
     def _answer(self, via: str, response: Response) -> Response:
         text = bytes(response.body).decode(errors="replace")
         self.state.answers.append(Answer(via, response.status_code, text))
-        self._answered.notify_all()
+        self.changed.notify_all()
         return response
 
 

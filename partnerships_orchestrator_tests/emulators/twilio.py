@@ -28,8 +28,8 @@ import hmac
 import math
 import re
 import secrets
-import threading
 import uuid
+from collections import Counter
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from email.utils import format_datetime
@@ -126,7 +126,6 @@ class TwilioEmulator(Emulator[TwilioState]):
 
     def __init__(self) -> None:
         super().__init__(TwilioState)
-        self._created = threading.Condition(self.lock)
 
     # -- helpers for tests (in-process) ------------------------------------------------------
 
@@ -142,20 +141,15 @@ class TwilioEmulator(Emulator[TwilioState]):
             self.state.failing_recipients[number] = times
 
     def delivered_counts(self) -> dict[str, int]:
-        counts: dict[str, int] = {}
         with self.lock:
-            for message in self.state.messages:
-                counts[message.to] = counts.get(message.to, 0) + 1
-        return counts
+            return dict(Counter(d.to for d in self.state.messages))
 
     def wait_for_messages(self, count: int, timeout: float = 10.0) -> bool:
         """Block until at least ``count`` messages were created (or ``timeout`` passed)."""
-        with self._created:
-            return self._created.wait_for(lambda: len(self.state.messages) >= count, timeout)
+        return self.wait_until(lambda state: len(state.messages) >= count, timeout)
 
     def wait_for_callbacks(self, count: int, timeout: float = 10.0) -> bool:
-        with self._created:
-            return self._created.wait_for(lambda: len(self.state.callbacks_sent) >= count, timeout)
+        return self.wait_until(lambda state: len(state.callbacks_sent) >= count, timeout)
 
     # -- routes ------------------------------------------------------------------------------
 
@@ -276,9 +270,9 @@ class TwilioEmulator(Emulator[TwilioState]):
             status_callback=form.get("StatusCallback"),
             status="accepted" if service else "queued",
         )
-        with self._created:
+        with self.changed:
             self.state.messages.append(message)
-            self._created.notify_all()
+            self.changed.notify_all()
         return message
 
     def _resource(self, account: str, message: TwilioMessage) -> dict[str, Any]:
@@ -328,8 +322,8 @@ class TwilioEmulator(Emulator[TwilioState]):
                     "I-Twilio-Idempotency-Token": str(uuid.uuid4()),
                 }
                 response = await client.post(url, data=params, headers=headers)
-                with self._created:
+                with self.changed:
                     self.state.callbacks_sent.append(
                         {"status": status, "answer": response.status_code, **params}
                     )
-                    self._created.notify_all()
+                    self.changed.notify_all()
