@@ -10,7 +10,15 @@ import pytest
 
 from partnerships_orchestrator.connectors.http import HttpClient, RetrySettings, Timeouts
 from partnerships_orchestrator.connectors.vault import VaultClient, VaultSettings
+from partnerships_orchestrator_tests.emulators.core import Emulator
 from partnerships_orchestrator_tests.emulators.generic import GenericEmulator
+from partnerships_orchestrator_tests.emulators.hubspot import HubSpotEmulator
+from partnerships_orchestrator_tests.emulators.mailgun import MailgunEmulator
+from partnerships_orchestrator_tests.emulators.salesforce import SalesforceEmulator
+from partnerships_orchestrator_tests.emulators.sendgrid import SendGridEmulator
+from partnerships_orchestrator_tests.emulators.slack import SlackEmulator
+from partnerships_orchestrator_tests.emulators.teams import TeamsEmulator
+from partnerships_orchestrator_tests.emulators.twilio import TwilioEmulator
 from partnerships_orchestrator_tests.emulators.vault import VaultEmulator
 
 
@@ -20,32 +28,34 @@ def fast_retry() -> RetrySettings:
     return RetrySettings(attempts=4, backoff_initial=0.01, backoff_max=0.05)
 
 
-@pytest.fixture(scope="session")
-def generic_server() -> Iterator[GenericEmulator]:
-    emulator = GenericEmulator()
-    with emulator.serve():
-        yield emulator
+def emulator_fixtures(name: str, factory: Callable[[], Emulator[Any]]) -> tuple[Any, Any]:
+    """``<name>_server``: the emulator served once per session; ``<name>``: it, reset for a test
+    (default state, no faults, an empty journal and real time)."""
+
+    @pytest.fixture(scope="session", name=f"{name}_server")
+    def server() -> Iterator[Emulator[Any]]:
+        emulator = factory()
+        with emulator.serve():
+            yield emulator
+
+    @pytest.fixture(name=name)
+    def fresh(request: pytest.FixtureRequest) -> Emulator[Any]:
+        emulator: Emulator[Any] = request.getfixturevalue(f"{name}_server")
+        emulator.reset()
+        return emulator
+
+    return server, fresh
 
 
-@pytest.fixture
-def generic(generic_server: GenericEmulator) -> GenericEmulator:
-    """The generic vendor, reset: default state, no faults, empty journal, real time."""
-    generic_server.reset()
-    return generic_server
-
-
-@pytest.fixture(scope="session")
-def vault_server() -> Iterator[VaultEmulator]:
-    emulator = VaultEmulator()
-    with emulator.serve():
-        yield emulator
-
-
-@pytest.fixture
-def vault(vault_server: VaultEmulator) -> VaultEmulator:
-    """The Vault emulator, reset."""
-    vault_server.reset()
-    return vault_server
+generic_server, generic = emulator_fixtures("generic", GenericEmulator)
+vault_server, vault = emulator_fixtures("vault", VaultEmulator)
+hubspot_server, hubspot = emulator_fixtures("hubspot", HubSpotEmulator)
+salesforce_server, salesforce = emulator_fixtures("salesforce", SalesforceEmulator)
+sendgrid_server, sendgrid = emulator_fixtures("sendgrid", SendGridEmulator)
+mailgun_server, mailgun = emulator_fixtures("mailgun", MailgunEmulator)
+twilio_server, twilio = emulator_fixtures("twilio", TwilioEmulator)
+slack_server, slack = emulator_fixtures("slack", SlackEmulator)
+teams_server, teams = emulator_fixtures("teams", TeamsEmulator)
 
 
 @pytest.fixture

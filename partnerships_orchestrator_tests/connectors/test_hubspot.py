@@ -22,6 +22,7 @@ from partnerships_orchestrator.connectors.errors import (
 )
 from partnerships_orchestrator.connectors.hubspot import HubSpotCRM
 from partnerships_orchestrator.errors import SecretError
+from partnerships_orchestrator_tests.emulators.core import ManualClock
 from partnerships_orchestrator_tests.emulators.hubspot import HubSpotEmulator, to_ms
 
 MakeCRM = Callable[..., HubSpotCRM]
@@ -30,30 +31,6 @@ CONTACTS = "/crm/v3/objects/contacts"
 SEARCH = f"{CONTACTS}/search"
 FAST = {"requests": 10_000, "per_seconds": 1}
 BULK = {"search_limit": 10_000, "ten_secondly_limit": 100_000}  # vendor limits out of the way
-
-
-class ManualClock:
-    """A monotonic clock the test moves by hand."""
-
-    def __init__(self) -> None:
-        self.now = 0.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
-@pytest.fixture(scope="module")
-def hubspot_server() -> Iterator[HubSpotEmulator]:
-    emulator = HubSpotEmulator()
-    with emulator.serve():
-        yield emulator
-
-
-@pytest.fixture
-def hubspot(hubspot_server: HubSpotEmulator) -> HubSpotEmulator:
-    """The HubSpot emulator, reset: no objects, no faults, empty journal, real time."""
-    hubspot_server.reset()
-    return hubspot_server
 
 
 @pytest.fixture

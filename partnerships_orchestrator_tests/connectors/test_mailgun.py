@@ -25,20 +25,6 @@ MESSAGES = f"/v3/{DOMAIN}/messages"
 KEY_ENV = "MAILGUN_TEST_API_KEY"
 
 
-@pytest.fixture(scope="module")
-def mailgun_server() -> Iterator[MailgunEmulator]:
-    emulator = MailgunEmulator()
-    with emulator.serve():
-        yield emulator
-
-
-@pytest.fixture
-def mailgun(mailgun_server: MailgunEmulator) -> MailgunEmulator:
-    """The Mailgun emulator, reset: default state, no faults, empty journal."""
-    mailgun_server.reset()
-    return mailgun_server
-
-
 MakeEmail = Callable[..., MailgunEmail]
 
 

@@ -17,20 +17,11 @@ from partnerships_orchestrator.connectors.oauth import (
     OAuthSettings,
     OAuthTokenProvider,
 )
+from partnerships_orchestrator_tests.emulators.core import ManualClock
 from partnerships_orchestrator_tests.emulators.generic import GenericEmulator
 
 MakeClient = Callable[..., HttpClient]
 CLIENT_SECRET = "client-secret-1"
-
-
-class ManualClock:
-    """A monotonic clock the test moves by hand."""
-
-    def __init__(self) -> None:
-        self.now = 0.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 @pytest.fixture

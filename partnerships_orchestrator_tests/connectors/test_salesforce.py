@@ -24,6 +24,7 @@ from partnerships_orchestrator.connectors.errors import (
     VendorValidationError,
 )
 from partnerships_orchestrator.connectors.salesforce import SalesforceCRM, soql_literal
+from partnerships_orchestrator_tests.emulators.core import ManualClock
 from partnerships_orchestrator_tests.emulators.salesforce import SalesforceEmulator
 
 MakeCRM = Callable[..., SalesforceCRM]
@@ -31,30 +32,6 @@ START_MS = 1_700_000_000_000
 TOKEN = "/services/oauth2/token"
 QUERY = "/services/data/v60.0/query"
 SECRET = "sf-client-secret-1"
-
-
-class ManualClock:
-    """A monotonic clock the test moves by hand."""
-
-    def __init__(self) -> None:
-        self.now = 0.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
-@pytest.fixture(scope="module")
-def salesforce_server() -> Iterator[SalesforceEmulator]:
-    emulator = SalesforceEmulator()
-    with emulator.serve():
-        yield emulator
-
-
-@pytest.fixture
-def salesforce(salesforce_server: SalesforceEmulator) -> SalesforceEmulator:
-    """The Salesforce emulator, reset: no records, no faults, empty journal, real time."""
-    salesforce_server.reset()
-    return salesforce_server
 
 
 @pytest.fixture

@@ -14,20 +14,13 @@ from partnerships_orchestrator.connectors.secrets import (
 )
 from partnerships_orchestrator.connectors.vault import VaultClient
 from partnerships_orchestrator.errors import ConfigurationError, SecretError
+from partnerships_orchestrator_tests.emulators.core import ManualClock
 from partnerships_orchestrator_tests.emulators.vault import VaultEmulator
 
 MakeVault = Callable[..., VaultClient]
 HUBSPOT_REF = "${vault:secret/partnerships/hubspot#token}"
 HUBSPOT_TOKEN = "pat-na1-hubspot-secret"
 HUBSPOT = {"token": HUBSPOT_TOKEN, "portal": 42, "scopes": ["crm"]}
-
-
-class ManualClock:
-    def __init__(self) -> None:
-        self.now = 0.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 @pytest.fixture

@@ -35,20 +35,6 @@ SENDER = "partners@example.org"
 KEY_ENV = "SENDGRID_TEST_API_KEY"
 
 
-@pytest.fixture(scope="module")
-def sendgrid_server() -> Iterator[SendGridEmulator]:
-    emulator = SendGridEmulator()
-    with emulator.serve():
-        yield emulator
-
-
-@pytest.fixture
-def sendgrid(sendgrid_server: SendGridEmulator) -> SendGridEmulator:
-    """The SendGrid emulator, reset: default state, no faults, empty journal."""
-    sendgrid_server.reset()
-    return sendgrid_server
-
-
 MakeEmail = Callable[..., SendGridEmail]
 
 

@@ -36,20 +36,6 @@ MakeSlack = Callable[..., SlackChat]
 POST = "/api/chat.postMessage"
 
 
-@pytest.fixture(scope="module")
-def slack_server() -> Iterator[SlackEmulator]:
-    emulator = SlackEmulator()
-    with emulator.serve():
-        yield emulator
-
-
-@pytest.fixture
-def slack(slack_server: SlackEmulator) -> SlackEmulator:
-    """The Slack emulator, reset: default channels, no tokens, no faults, empty journal."""
-    slack_server.reset()
-    return slack_server
-
-
 @pytest.fixture
 def token(slack: SlackEmulator) -> str:
     return slack.issue_token()

@@ -26,20 +26,6 @@ from partnerships_orchestrator_tests.emulators.teams import TeamsEmulator
 MakeTeams = Callable[..., TeamsChat]
 
 
-@pytest.fixture(scope="module")
-def teams_server() -> Iterator[TeamsEmulator]:
-    emulator = TeamsEmulator()
-    with emulator.serve():
-        yield emulator
-
-
-@pytest.fixture
-def teams(teams_server: TeamsEmulator) -> TeamsEmulator:
-    """The Teams emulator, reset: no webhooks, no faults, empty journal."""
-    teams_server.reset()
-    return teams_server
-
-
 @pytest.fixture
 def workflow(teams: TeamsEmulator) -> str:
     return teams.add_workflow("Partner Ops")

@@ -38,20 +38,6 @@ TOKEN_ENV = "TWILIO_TEST_AUTH_TOKEN"
 TO = "+15557654321"
 
 
-@pytest.fixture(scope="module")
-def twilio_server() -> Iterator[TwilioEmulator]:
-    emulator = TwilioEmulator()
-    with emulator.serve():
-        yield emulator
-
-
-@pytest.fixture
-def twilio(twilio_server: TwilioEmulator) -> TwilioEmulator:
-    """The Twilio emulator, reset: default state, no faults, empty journal."""
-    twilio_server.reset()
-    return twilio_server
-
-
 MakeSMS = Callable[..., TwilioSMS]
 
 

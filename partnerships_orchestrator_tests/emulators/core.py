@@ -66,6 +66,16 @@ class Clock:
             self._offset = 0.0
 
 
+class ManualClock:
+    """A monotonic clock a test moves by hand (for the client side: token expiry, caches)."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
 @dataclass(frozen=True)
 class Decision:
     """A rate limiter's answer, with what a vendor would put in its headers."""
