@@ -297,6 +297,18 @@ class Emulator(Generic[StateT]):
         self.journal.clear()
         self.clock.reset()
 
+    def configure(self, **knobs: Any) -> None:
+        """Change state knobs (limits, TTLs, modes) until the next reset; rate limiters are
+        rebuilt from the new knobs on the next request."""
+        with self.lock:
+            for name, value in knobs.items():
+                if not hasattr(self.state, name):
+                    raise AttributeError(f"{type(self.state).__name__} has no knob {name!r}")
+                setattr(self.state, name, value)
+            for name in vars(self.state):
+                if name.endswith("limiter"):
+                    setattr(self.state, name, None)
+
     def notify_changed(self) -> None:
         """Wake the tests waiting in :meth:`wait_until` (call after recording something)."""
         with self.changed:

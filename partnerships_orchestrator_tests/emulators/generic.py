@@ -69,13 +69,6 @@ class GenericEmulator(Emulator[GenericState]):
         with self.lock:
             self.state.access_tokens.clear()
 
-    def configure(self, **knobs: object) -> None:
-        """Change ``GenericState`` knobs (``expires_in``, ``limit``...) until the next reset."""
-        with self.lock:
-            for name, value in knobs.items():
-                setattr(self.state, name, value)
-            self.state.limiter = None
-
     def routes(self) -> list[BaseRoute]:
         methods = ["GET", "POST", "PUT", "PATCH", "DELETE"]
         return [

@@ -172,15 +172,6 @@ class HubSpotEmulator(Emulator[HubSpotState]):
 
     # -- helpers for tests (in-process) ------------------------------------------------------
 
-    def configure(self, **knobs: Any) -> None:
-        """Change ``HubSpotState`` knobs (``ten_secondly_limit``, ``daily_limit``...)."""
-        with self.lock:
-            for name, value in knobs.items():
-                if not hasattr(self.state, name):
-                    raise AttributeError(f"HubSpotState has no knob {name!r}")
-                setattr(self.state, name, value)
-            self.state.limiter = self.state.search_limiter = None
-
     def issue_private_token(self) -> str:
         """A new private-app token (static, never expires)."""
         token = f"pat-na1-{uuid.uuid4()}"

@@ -104,13 +104,6 @@ class MailgunEmulator(Emulator[MailgunState]):
 
     # -- helpers for tests (in-process) ------------------------------------------------------
 
-    def configure(self, **knobs: Any) -> None:
-        """Change ``MailgunState`` knobs (``limit``, ``window``, ``api_keys``...)."""
-        with self.lock:
-            for name, value in knobs.items():
-                setattr(self.state, name, value)
-            self.state.limiter = None
-
     def fail_recipient(self, address: str, times: int) -> None:
         """The next ``times`` requests naming ``address`` answer 500 and deliver nothing."""
         with self.lock:

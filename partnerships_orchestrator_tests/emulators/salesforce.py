@@ -127,14 +127,6 @@ class SalesforceEmulator(Emulator[SalesforceState]):
 
     # -- helpers for tests (in-process) ------------------------------------------------------
 
-    def configure(self, **knobs: Any) -> None:
-        """Change ``SalesforceState`` knobs (``instance_url``, ``api_limit``...)."""
-        with self.lock:
-            for name, value in knobs.items():
-                if not hasattr(self.state, name):
-                    raise AttributeError(f"SalesforceState has no knob {name!r}")
-                setattr(self.state, name, value)
-
     def issue_refresh_token(self, client_id: str = "sf-client-1") -> str:
         token = f"5Aep861{uuid.uuid4().hex}{uuid.uuid4().hex[:16]}"
         with self.lock:

@@ -158,13 +158,6 @@ class SendGridEmulator(Emulator[SendGridState]):
 
     # -- helpers for tests (in-process) ------------------------------------------------------
 
-    def configure(self, **knobs: Any) -> None:
-        """Change ``SendGridState`` knobs (``limit``, ``window``, ``api_keys``...)."""
-        with self.lock:
-            for name, value in knobs.items():
-                setattr(self.state, name, value)
-            self.state.limiter = None
-
     def fail_recipient(self, address: str, times: int) -> None:
         """The next ``times`` requests naming ``address`` answer 500 and deliver nothing."""
         with self.lock:

@@ -138,13 +138,6 @@ class SlackEmulator(Emulator[SlackState]):
 
     # -- helpers for tests (in-process) ------------------------------------------------------
 
-    def configure(self, **knobs: Any) -> None:
-        """Change ``SlackState`` knobs (``per_channel_window``, ``workspace_limit``...)."""
-        with self.lock:
-            for name, value in knobs.items():
-                setattr(self.state, name, value)
-            self.state.channel_limiter = self.state.workspace_limiter = None
-
     def issue_token(self, *, ttl: float | None = None) -> str:
         """A new bot token, expiring after ``ttl`` s of the fake clock (None: never)."""
         token = f"xoxb-{next(_counter)}-{secrets.token_hex(12)}"

@@ -89,13 +89,6 @@ class TeamsEmulator(Emulator[TeamsState]):
 
     # -- helpers for tests (in-process) ------------------------------------------------------
 
-    def configure(self, **knobs: Any) -> None:
-        """Change ``TeamsState`` knobs (``limit``...)."""
-        with self.lock:
-            for name, value in knobs.items():
-                setattr(self.state, name, value)
-            self.state.limiter = None
-
     def add_workflow(self, channel: str = "Partner Ops", *, direct: bool = False) -> str:
         """A workflow webhook posting to ``channel``; its full URL, ``sig`` included."""
         workflow_id = secrets.token_hex(16)

@@ -129,13 +129,6 @@ class TwilioEmulator(Emulator[TwilioState]):
 
     # -- helpers for tests (in-process) ------------------------------------------------------
 
-    def configure(self, **knobs: Any) -> None:
-        """Change ``TwilioState`` knobs (``limit``, ``window``, ``send_callbacks``...)."""
-        with self.lock:
-            for name, value in knobs.items():
-                setattr(self.state, name, value)
-            self.state.limiter = None
-
     def fail_recipient(self, number: str, times: int) -> None:
         with self.lock:
             self.state.failing_recipients[number] = times

@@ -113,13 +113,6 @@ class VaultEmulator(Emulator[VaultState]):
 
     # -- helpers for tests (in-process) ------------------------------------------------------
 
-    def configure(self, **knobs: Any) -> None:
-        """Change ``VaultState`` knobs (``token_ttl``, ``token_max_ttl``, ``quota``...)."""
-        with self.lock:
-            for name, value in knobs.items():
-                setattr(self.state, name, value)
-            self.state.limiter = None
-
     def create_token(
         self,
         policies: list[str] | None = None,
