@@ -12,6 +12,7 @@ import dagster as dg
 from partnerships_orchestrator.compiler.naming import safe
 from partnerships_orchestrator.errors import InputError
 from partnerships_orchestrator.spec.models import InputSpec, Playbook
+from partnerships_orchestrator.spec.validate import INPUT_TYPE_PHRASES
 
 _CONFIG_TYPES: dict[str, Any] = {
     "string": dg.String,
@@ -55,8 +56,9 @@ def config_schema(playbook: Playbook) -> dict[str, dg.Field]:
 
 def _type_needed(name: str, spec: InputSpec, value: Any) -> InputError:
     return InputError(
-        f"input `{name}` needs a {spec.type}, got {value!r}",
-        hint=f"give `{name}` a {spec.type} value" + (f" from {spec.enum}" if spec.enum else ""),
+        f"input `{name}` needs {INPUT_TYPE_PHRASES[spec.type]}, got {value!r}",
+        hint=f"give `{name}` {INPUT_TYPE_PHRASES[spec.type]}"
+        + (f" from {spec.enum}" if spec.enum else ""),
     )
 
 

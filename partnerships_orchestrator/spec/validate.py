@@ -360,7 +360,7 @@ def _placeholder(raw: dict[str, Any]) -> StepBase:
 
 # ---------------------------------------------------------------- inputs
 
-_TYPE_NAMES = {
+INPUT_TYPE_PHRASES = {
     "string": "a string",
     "integer": "an integer",
     "number": "a number",
@@ -426,7 +426,7 @@ def _input_problems(playbook: Playbook, file: str, index: int) -> Iterator[Findi
 
 
 def _input_value_problems(name: str, spec: InputSpec, file: str, index: int) -> Iterator[Finding]:
-    expected = _TYPE_NAMES[spec.type]
+    expected = INPUT_TYPE_PHRASES[spec.type]
     for n, choice in enumerate(spec.enum or []):
         if not fits_type(choice, spec.type):
             yield Finding(
