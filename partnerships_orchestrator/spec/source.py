@@ -132,7 +132,7 @@ def _parse_yaml(text: str, file: str) -> ParsedFile:
         except _NeedsFullConstructor:
             return _load(_CheckingLoader(text))
     except yaml.YAMLError as exc:
-        raise SpecError([yaml_error_problem(exc, file)]) from None
+        raise SpecError([yaml_error_problem(exc, file, text)]) from None
     except RecursionError:
         problem = SpecProblem(file, 1, 1, ROOT, "not valid YAML: nested too deeply")
         raise SpecError([problem]) from None
@@ -151,17 +151,41 @@ def _load(loader: _CheckingLoader) -> ParsedFile:
     return ParsedFile(documents, loader.lost_keys)
 
 
-def yaml_error_problem(exc: yaml.YAMLError, file: str) -> SpecProblem:
-    """A YAML syntax error as one problem at the mark libyaml reports."""
+_CLOSERS = {'"': '"', "'": "'", "[": "]", "{": "}"}
+
+
+def yaml_error_problem(exc: yaml.YAMLError, file: str, text: str) -> SpecProblem:
+    """A YAML syntax error as one problem at the mark libyaml reports.
+
+    When libyaml reads to the end of the file inside a construct (a quote or bracket never
+    closed), its mark is the end of the file; the mistake is where the construct opens.
+    """
     if not isinstance(exc, yaml.MarkedYAMLError):
         return SpecProblem(file, 1, 1, ROOT, f"not valid YAML: {exc}")
-    mark = exc.problem_mark or exc.context_mark
+    opened = exc.context_mark
+    if opened is not None and exc.problem_mark is not None and exc.problem_mark.index >= len(text):
+        return _never_closed(exc, opened, file, text)
+    mark = exc.problem_mark or opened
     line, column = (mark.line + 1, mark.column + 1) if mark else (1, 1)
     hint = None
     if exc.context:
-        where = f" at line {exc.context_mark.line + 1}" if exc.context_mark else ""
+        where = f" at line {opened.line + 1}" if opened else ""
         hint = f"{exc.context}{where}"
     return SpecProblem(file, line, column, ROOT, f"not valid YAML: {exc.problem}", hint)
+
+
+def _never_closed(exc: yaml.MarkedYAMLError, opened: Any, file: str, text: str) -> SpecProblem:
+    construct = str(exc.context).removeprefix("while scanning ").removeprefix("while parsing ")
+    closer = _CLOSERS.get(text[opened.index : opened.index + 1])
+    return SpecProblem(
+        file,
+        opened.line + 1,
+        opened.column + 1,
+        ROOT,
+        f"not valid YAML: {construct} starts here and is never closed "
+        f"(at the end of the file: {exc.problem})",
+        f"add the closing `{closer}`" if closer else "close it before the end of the file",
+    )
 
 
 class _PairsHook:

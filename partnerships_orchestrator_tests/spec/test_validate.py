@@ -38,11 +38,27 @@ CASES_TABLE = [
     # -- the spec's "Bad input" list
     Case(
         "not_yaml.yaml",
-        7,
-        1,
+        5,
+        10,
         "<document>",
-        ("not valid YAML", "unexpected end of stream"),
-        ("quoted scalar at line 5",),
+        ("not valid YAML", "quoted scalar starts here and is never closed", "end of stream"),
+        ('closing `"`',),
+    ),
+    Case(
+        "unclosed_quote.yaml",
+        8,
+        17,
+        "<document>",
+        ("not valid YAML", "quoted scalar starts here and is never closed"),
+        ("closing `'`",),
+    ),
+    Case(
+        "unclosed_bracket.yaml",
+        4,
+        5,
+        "<document>",
+        ("not valid YAML", "flow mapping starts here and is never closed", "expected ',' or '}'"),
+        ("closing `}`",),
     ),
     Case("not_json.json", 5, 3, "<document>", ("not valid JSON", "Expecting value")),
     Case(
