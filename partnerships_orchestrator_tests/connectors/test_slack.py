@@ -423,6 +423,26 @@ def test_webhook_error_strings_are_permanent_and_never_show_the_url(
         assert secret_path.rsplit("/", 1)[1] not in text
 
 
+def test_an_archived_channel_refuses_the_web_api_and_its_webhook_alike(
+    slack: SlackEmulator, make_slack: MakeSlack
+) -> None:
+    url = slack.add_webhook("partner-ops")  # created while the channel was live
+    slack.archive("partner-ops")
+
+    with pytest.raises(DeliveryError, match="is_archived") as by_api:
+        make_slack().send(message(to="#partner-ops"))
+    with pytest.raises(DeliveryError, match="channel_is_archived") as by_webhook:
+        make_slack(webhook_url=url).send(message(to="#partner-ops"))
+
+    assert (by_api.value.retryable, by_webhook.value.retryable) == (False, False)
+    assert by_webhook.value.hint and "unarchive" in by_webhook.value.hint
+    assert [(a.via, a.status, a.error) for a in slack.answers] == [
+        ("api", 200, "is_archived"),
+        ("webhook", 410, "channel_is_archived"),
+    ]
+    assert slack.messages == []
+
+
 def test_webhook_429_is_retried_after_its_retry_after(
     slack: SlackEmulator, make_slack: MakeSlack
 ) -> None:

@@ -17,7 +17,8 @@ url + "/api/")``, ``WebhookClient(url=…)``):
   after ``token_ttl`` s of the fake clock).
 - ``POST /services/T…/B…/<secret>``: plain-text ``ok``, or an error string with its status
   (400 ``invalid_payload``/``no_text``, 403 ``invalid_token``, 404 ``no_service``/
-  ``channel_not_found``, 410 ``channel_is_archived``, 429 with ``Retry-After``).
+  ``channel_not_found``, 410 ``channel_is_archived`` when its channel is archived (``archive()``,
+  the state chat.postMessage answers ``is_archived`` for), 429 with ``Retry-After``).
 
 ``messages`` lists what was delivered; ``answers`` every post's outcome (status and error), and
 ``wait_for`` blocks until the answers satisfy a predicate, so tests await events without sleeping.
@@ -165,6 +166,14 @@ class SlackEmulator(Emulator[SlackState]):
             )
             return channel_id
 
+    def archive(self, channel: str) -> None:
+        """Archive ``channel``: chat.postMessage and its incoming webhooks refuse posts to it."""
+        with self.lock:
+            found = self._channel(channel)
+            if found is None:
+                raise KeyError(channel)
+            found.archived = True
+
     def add_webhook(self, channel: str = "partner-ops", *, error: str | None = None) -> str:
         """A new incoming webhook posting to ``channel``; returns its full URL."""
         with self.lock:
@@ -309,6 +318,8 @@ class SlackEmulator(Emulator[SlackState]):
                 return self._answer("webhook", channel.name, _text("no_text"))
             if _block_errors(payload.get("blocks")):
                 return self._answer("webhook", channel.name, _text("invalid_payload"))
+            if channel.archived:  # the same state chat.postMessage answers `is_archived` for
+                return self._answer("webhook", channel.name, _text("channel_is_archived"))
             throttled = self._rate_limit(channel.id)
             if throttled is not None:
                 response = PlainTextResponse(
