@@ -66,6 +66,8 @@ def _check_redrivable(letter: dict[str, Any]) -> None:
         raise PartnershipsError(f"dead letter {letter['id']} was redriven already")
     if letter["action"] not in REDRIVABLE:
         why = {
+            "outcome_unknown": "whether the message arrived is unknown; sending it again could "
+            "deliver it twice (check with the vendor)",
             "undelivered": "whether the message arrived is unknown; sending it again could "
             "deliver it twice (check with the vendor)",
             "refused": "it is an inbound webhook call that did not fit the playbook's inputs",

@@ -6,12 +6,14 @@ item. A step that is skipped (``when`` false, or ``on_error: skip``) yields no o
 skips what needs it, and a fan-out's collect step simply sees fewer items.
 """
 
+import contextvars
 import json
 import pickle
 import time
 from collections.abc import Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
+from concurrent.futures import wait as futures_wait
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -32,6 +34,7 @@ from partnerships_orchestrator.compiler.scope import (
     with_output,
 )
 from partnerships_orchestrator.connections import CHANNELS, CRMS
+from partnerships_orchestrator.connectors.departure import Cancellation, cancellable
 from partnerships_orchestrator.errors import (
     ExpressionError,
     InputError,
@@ -333,20 +336,37 @@ def webhook_secret(playbook: Playbook, state: Any) -> str:
     return str(state.webhook_secret(playbook.id))
 
 
+STOP_GRACE_SECONDS = 60.0  # longest wait for a timed-out step's request in flight to end
+
+
 def _run_with_timeout(plan: StepPlan, ctx: StepContext) -> Any:
+    """Run the step; past ``timeout_seconds`` it is cancelled and fails only once it stopped.
+
+    Cancellation is cooperative: every HTTP request and every delivery checks it before it
+    leaves, so after the timeout nothing new is sent; the request already in flight (if any) is
+    awaited, so no delivery happens after the step is reported failed.
+    """
     runner = runner_for(plan.step.type)
     if plan.timeout is None:
         return runner(plan.step, ctx)
-    ctx.deadline = time.monotonic() + plan.timeout
+    reason = f"step `{ctx.step_key}` ran past its timeout of {plan.timeout:g} s"
+    cancellation = Cancellation(deadline=time.monotonic() + plan.timeout, reason=reason)
+    ctx.deadline = cancellation.deadline
+
+    def work() -> Any:
+        with cancellable(cancellation):
+            return runner(plan.step, ctx)
+
     pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"step-{plan.step.id}")
-    future = pool.submit(runner, plan.step, ctx)
+    future = pool.submit(contextvars.copy_context().run, work)
     try:
         return future.result(timeout=plan.timeout)
     except FutureTimeout:
-        raise StepTimeout(
-            f"step `{plan.step.id}` ran past its timeout of {plan.timeout:g} s",
-            hint="raise `timeout_seconds` or make the step do less",
-        ) from None
+        cancellation.cancel()
+        stopped, _ = futures_wait([future], timeout=STOP_GRACE_SECONDS)
+        if not stopped:
+            ctx.log.warning(f"{reason}; its work did not stop within {STOP_GRACE_SECONDS:g} s")
+        raise StepTimeout(reason, hint="raise `timeout_seconds` or make the step do less") from None
     finally:
         pool.shutdown(wait=False, cancel_futures=True)
 
@@ -386,6 +406,7 @@ def _handle_failure(
             playbook=plan.playbook.id,
             step=ctx.step_key,
             run_id=context.run_id,
+            root_run_id=ctx.run.root_id,
             action=action,
             error=exc,
             inputs=jsonable(_dead_letter_inputs(plan, ctx)),

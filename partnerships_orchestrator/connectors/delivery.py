@@ -31,6 +31,7 @@ import markdown
 from pydantic import Field
 
 from partnerships_orchestrator.connectors.channel import Message, Receipt
+from partnerships_orchestrator.connectors.departure import carrying
 from partnerships_orchestrator.connectors.errors import (
     AuthenticationError,
     RateLimitExceeded,
@@ -213,7 +214,7 @@ def send_in_batches(
         group = [messages[i] for i in indexes]
         results: Sequence[Receipt | DeliveryError]
         try:
-            with delivery_outcome(provider):
+            with delivery_outcome(provider), carrying(group):
                 results = send_group(group)
         except DeliveryError as exc:
             results = [exc] * len(group)

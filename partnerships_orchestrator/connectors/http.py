@@ -29,6 +29,7 @@ from urllib.parse import quote, quote_plus
 import httpx
 from pydantic import BaseModel, ConfigDict, Field
 
+from partnerships_orchestrator.connectors.departure import check_cancelled, depart
 from partnerships_orchestrator.connectors.errors import (
     AuthenticationError,
     ConnectorTimeout,
@@ -555,10 +556,17 @@ class HttpClient:
         attempt, refreshed = 0, False
         while True:
             attempt += 1
+            check_cancelled()
             self.stats.add(wait_seconds=self.limiter.acquire(limit_key))
             request = self._http.build_request(method, url, **kwargs)
             if self.auth is not None:
                 self.auth.apply(request)
+            # after the limiter's wait, right before the bytes go: a delivery is claimed here
+            # (send-once clients), and a cancelled step sends nothing more
+            if self.send_once:
+                depart()
+            else:
+                check_cancelled()
             outcome = self._send(request, limit_key, want_json)
             verdict = outcome.verdict
             if verdict.action is Action.OK:

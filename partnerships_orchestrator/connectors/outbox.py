@@ -10,6 +10,7 @@ from __future__ import annotations
 import dagster as dg
 
 from partnerships_orchestrator.connectors.channel import Message, Receipt
+from partnerships_orchestrator.connectors.departure import depart
 from partnerships_orchestrator.errors import DeliveryError
 from partnerships_orchestrator.store.state import StateStore
 
@@ -28,6 +29,7 @@ class OutboxChannel(dg.ConfigurableResource):
         return "outbox"
 
     def send(self, message: Message) -> Receipt:
+        depart()  # the message "leaves" now (claimed in the ledger, unless cancelled)
         if PERMANENT_FAILURE_DOMAIN in message.to:
             raise DeliveryError(
                 f"outbox refused {message.to}: reserved failing address",

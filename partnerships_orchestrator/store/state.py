@@ -5,14 +5,14 @@ from __future__ import annotations
 import base64
 import secrets as pysecrets
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import cache
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, create_engine, event, insert, select, update
+from sqlalchemy import Engine, create_engine, event, insert, inspect, select, text, update
 from sqlalchemy.exc import IntegrityError, OperationalError
 
 from partnerships_orchestrator.store import tables
@@ -31,6 +31,25 @@ class DeliveryKey:
     step: str
     item_key: str
     recipient: str
+
+
+def _ledger_row(
+    key: DeliveryKey, run_id: str, playbook: str, channel: str, provider: str, now: datetime
+) -> dict[str, Any]:
+    return {
+        "root_run_id": key.root_run_id,
+        "step": key.step,
+        "item_key": key.item_key,
+        "recipient": key.recipient,
+        "run_id": run_id,
+        "playbook": playbook,
+        "channel": channel,
+        "provider": provider,
+        "status": "pending",
+        "attempts": 1,
+        "created_at": now,
+        "updated_at": now,
+    }
 
 
 @cache
@@ -52,14 +71,33 @@ def _engine(url: str) -> Engine:
 
 
 def _create_tables(engine: Engine, attempts: int = 3) -> None:
-    """Create missing tables; another process creating them at the same moment is fine."""
+    """Create missing tables and columns; another process doing it at the same moment is fine."""
     for attempt in range(attempts):
         try:
             tables.metadata.create_all(engine)
+            _add_columns(engine)
             return
         except OperationalError as exc:
-            if "already exists" not in str(exc) or attempt == attempts - 1:
+            concurrent = "already exists" in str(exc) or "duplicate column" in str(exc)
+            if not concurrent or attempt == attempts - 1:
                 raise
+
+
+def _add_columns(engine: Engine) -> None:
+    """Columns added to a table after it first shipped (nullable, so old rows stay valid)."""
+    inspector = inspect(engine)
+    for table_name, names in tables.ADDED_COLUMNS.items():
+        table = tables.metadata.tables[table_name]
+        present = {c["name"] for c in inspector.get_columns(table_name)}
+        missing = [table.c[name] for name in names if name not in present]
+        if not missing:
+            continue
+        with engine.begin() as conn:
+            for column in missing:
+                kind = column.type.compile(dialect=engine.dialect)
+                conn.execute(text(f"ALTER TABLE {table_name} ADD COLUMN {column.name} {kind}"))
+        for index in table.indexes:
+            index.create(engine, checkfirst=True)
 
 
 class StateStore:
@@ -70,30 +108,19 @@ class StateStore:
         self.engine = _engine(url)
 
     # ------------------------------------------------------------ delivery ledger
-    def reserve(
+    # A row per (root run, step, item, recipient): ``pending`` once claimed (the request may
+    # have left), then ``sent`` or ``failed`` (nothing was delivered; a later attempt may send).
+    def claim(
         self, key: DeliveryKey, *, run_id: str, playbook: str, channel: str, provider: str
     ) -> str:
-        """Claim a delivery before sending; returns ``new``, ``retry`` or the blocking status.
+        """Claim one delivery right before its request leaves; ``new``, ``retry`` or the
+        blocking status.
 
         ``new``/``retry`` mean the caller may send now. ``sent`` means it was delivered before;
-        ``pending`` means an earlier attempt died mid-send, so whether it arrived is unknown and
-        sending again could duplicate it.
+        ``pending`` means another attempt claimed it and may have sent it.
         """
         now = _now()
-        row = {
-            "root_run_id": key.root_run_id,
-            "step": key.step,
-            "item_key": key.item_key,
-            "recipient": key.recipient,
-            "run_id": run_id,
-            "playbook": playbook,
-            "channel": channel,
-            "provider": provider,
-            "status": "pending",
-            "attempts": 1,
-            "created_at": now,
-            "updated_at": now,
-        }
+        row = _ledger_row(key, run_id, playbook, channel, provider, now)
         with self.engine.begin() as conn:
             try:
                 conn.execute(insert(tables.deliveries).values(**row))
@@ -119,12 +146,62 @@ class StateStore:
             ).scalar_one()
         return str(status)
 
+    def claim_many(
+        self,
+        keys: Sequence[DeliveryKey],
+        *,
+        run_id: str,
+        playbook: str,
+        channel: str,
+        provider: str,
+    ) -> dict[DeliveryKey, str]:
+        """:meth:`claim` for the messages of one request: one transaction when all are new
+        (the common case of a batch), else one claim each. Same answers as :meth:`claim`."""
+        now = _now()
+        rows = [_ledger_row(k, run_id, playbook, channel, provider, now) for k in keys]
+        if rows:
+            try:
+                with self.engine.begin() as conn:
+                    conn.execute(insert(tables.deliveries), rows)
+                return dict.fromkeys(keys, "new")
+            except IntegrityError:
+                pass  # some were claimed before (a retry of failed ones, or a race): one by one
+        return {
+            k: self.claim(k, run_id=run_id, playbook=playbook, channel=channel, provider=provider)
+            for k in keys
+        }
+
     def mark_sent(self, key: DeliveryKey, receipt: dict[str, Any]) -> None:
-        self._finish(key, status="sent", receipt=jsonable(receipt), error=None)
+        self.mark_sent_many([(key, receipt)])
+
+    def mark_sent_many(self, sent: Sequence[tuple[DeliveryKey, dict[str, Any]]]) -> None:
+        """Record delivered messages in one transaction."""
+        self._finish_many(
+            [(key, {"status": "sent", "receipt": jsonable(r), "error": None}) for key, r in sent]
+        )
 
     def mark_failed(self, key: DeliveryKey, error: str) -> None:
         """Record a definite failure: nothing was delivered, so a later attempt may send."""
-        self._finish(key, status="failed", receipt=None, error=error)
+        self._finish_many([(key, {"status": "failed", "receipt": None, "error": error})])
+
+    def record_sent(
+        self,
+        key: DeliveryKey,
+        receipt: dict[str, Any],
+        *,
+        run_id: str,
+        playbook: str,
+        channel: str,
+        provider: str,
+    ) -> None:
+        """Record a message a provider delivered without claiming it first (no departure)."""
+        row = _ledger_row(key, run_id, playbook, channel, provider, _now())
+        try:
+            with self.engine.begin() as conn:
+                conn.execute(insert(tables.deliveries).values(**row))
+        except IntegrityError:
+            pass
+        self.mark_sent(key, receipt)
 
     def delivery(self, key: DeliveryKey) -> dict[str, Any] | None:
         with self.engine.connect() as conn:
@@ -133,6 +210,29 @@ class StateStore:
             )
         return dict(row) if row else None
 
+    def deliveries_of(self, keys: Sequence[DeliveryKey]) -> dict[DeliveryKey, dict[str, Any]]:
+        """The ledger rows of ``keys`` that exist (few queries for many keys of one step)."""
+        c = tables.deliveries.c
+        wanted = set(keys)
+        found: dict[DeliveryKey, dict[str, Any]] = {}
+        groups: dict[tuple[str, str], list[DeliveryKey]] = {}
+        for key in wanted:
+            groups.setdefault((key.root_run_id, key.step), []).append(key)
+        with self.engine.connect() as conn:
+            for (root, step), members in groups.items():
+                items = sorted({k.item_key for k in members})
+                for start in range(0, len(items), 500):
+                    query = select(tables.deliveries).where(
+                        c.root_run_id == root,
+                        c.step == step,
+                        c.item_key.in_(items[start : start + 500]),
+                    )
+                    for row in conn.execute(query).mappings():
+                        key = DeliveryKey(root, step, row["item_key"], row["recipient"])
+                        if key in wanted:
+                            found[key] = dict(row)
+        return found
+
     def deliveries(self, run_id: str | None = None) -> list[dict[str, Any]]:
         query = select(tables.deliveries).order_by(tables.deliveries.c.id)
         if run_id:
@@ -140,13 +240,17 @@ class StateStore:
         with self.engine.connect() as conn:
             return [dict(r) for r in conn.execute(query).mappings()]
 
-    def _finish(self, key: DeliveryKey, **values: Any) -> None:
+    def _finish_many(self, updates: Sequence[tuple[DeliveryKey, dict[str, Any]]]) -> None:
+        if not updates:
+            return
+        now = _now()
         with self.engine.begin() as conn:
-            conn.execute(
-                update(tables.deliveries)
-                .where(*self._match(key))
-                .values(updated_at=_now(), **values)
-            )
+            for key, values in updates:
+                conn.execute(
+                    update(tables.deliveries)
+                    .where(*self._match(key))
+                    .values(updated_at=now, **values)
+                )
 
     @staticmethod
     def _match(key: DeliveryKey) -> tuple[Any, ...]:
@@ -214,24 +318,40 @@ class StateStore:
         inputs: Any,
         attempts: int = 1,
         scope: bytes | None = None,
+        root_run_id: str | None = None,
     ) -> int:
+        """Write a dead letter; with ``root_run_id``, one per (root run, playbook, step key):
+        a re-execution meeting the same failure updates that letter (reopened) instead."""
         error_type = type(error).__name__ if isinstance(error, BaseException) else "Error"
+        values = {
+            "playbook": playbook,
+            "step": step,
+            "run_id": run_id,
+            "root_run_id": root_run_id,
+            "action": action,
+            "error_type": error_type,
+            "error": str(error),
+            "inputs": jsonable(inputs),
+            "attempts": attempts,
+            "status": "open",
+            "scope": scope,
+        }
+        c = tables.dead_letters.c
         with self.engine.begin() as conn:
-            result = conn.execute(
-                insert(tables.dead_letters).values(
-                    playbook=playbook,
-                    step=step,
-                    run_id=run_id,
-                    action=action,
-                    error_type=error_type,
-                    error=str(error),
-                    inputs=jsonable(inputs),
-                    attempts=attempts,
-                    status="open",
-                    scope=scope,
-                    created_at=_now(),
-                )
-            )
+            if root_run_id is not None:
+                existing = conn.execute(
+                    select(c.id)
+                    .where(c.root_run_id == root_run_id, c.playbook == playbook, c.step == step)
+                    .order_by(c.id)
+                ).scalar()
+                if existing is not None:
+                    conn.execute(
+                        update(tables.dead_letters)
+                        .where(c.id == existing)
+                        .values(**values, redriven_at=None)
+                    )
+                    return int(existing)
+            result = conn.execute(insert(tables.dead_letters).values(**values, created_at=_now()))
         return int(result.inserted_primary_key[0])  # type: ignore[index]
 
     def dead_letter(self, letter_id: int) -> dict[str, Any] | None:

@@ -62,8 +62,11 @@ dead_letters = Table(
     Column("id", Integer, primary_key=True, autoincrement=True),
     Column("playbook", String(200), nullable=False),
     Column("step", String(200), nullable=False),
-    Column("run_id", String(64), nullable=False),
-    Column("action", String(20), nullable=False),  # skip | abort | retry_exhausted | undelivered
+    Column("run_id", String(64), nullable=False),  # the latest run that met this failure
+    # one letter per (root run, playbook, step key): a re-execution updates it (NULL: older rows)
+    Column("root_run_id", String(64)),
+    # skip | abort | retry_exhausted | failed | outcome_unknown | refused
+    Column("action", String(20), nullable=False),
     Column("error_type", String(200), nullable=False),
     Column("error", Text, nullable=False),
     Column("inputs", JSON),
@@ -73,7 +76,11 @@ dead_letters = Table(
     Column("redriven_at", DateTime(timezone=True)),
     Column("created_at", DateTime(timezone=True), nullable=False),
     Index("ix_dead_letters_playbook", "playbook"),
+    Index("ix_dead_letters_item", "root_run_id", "step"),
 )
+
+# columns added after a table was first shipped: created on existing databases at start-up
+ADDED_COLUMNS: dict[str, tuple[str, ...]] = {"dead_letters": ("root_run_id",)}
 
 inbox = Table(
     "inbox",

@@ -1,0 +1,262 @@
+"""Delivering messages at most once per (root run, step, item, recipient).
+
+Every message the product sends to a person or a channel goes through :class:`Dispatcher`, which
+keeps the delivery ledger (``store.state``) true to one rule:
+
+    A message is sent at most once per (root run, step, item, recipient). Its ledger row is
+    claimed (``pending``) only when its request is about to leave, after the rate limiter's wait
+    (``connectors.departure``), and then becomes ``sent`` or ``failed`` (nothing delivered). A
+    retried step or a re-executed run (same root run) skips what is ``sent``, sends again what
+    ``failed``, and never re-sends what is ``pending``: that request may have left before its
+    process died, so its outcome is unknown. Such a message becomes exactly one dead letter with
+    action ``outcome_unknown`` for its (root run, step, item), never a silent gap and never a
+    second copy.
+
+Several messages are sent through the provider's batch API when it has one (``send_batch``: e.g.
+SendGrid's 1,000 personalizations per request); the claim then covers the messages of each
+request as it leaves. A step that is cancelled (timeout) sends nothing more: the claim hook
+refuses, so the request never leaves.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any, Literal
+
+from partnerships_orchestrator.connectors.channel import ChannelProvider, Message, Receipt
+from partnerships_orchestrator.connectors.departure import (
+    NotSent,
+    carrying,
+    check_cancelled,
+    watching,
+)
+from partnerships_orchestrator.errors import ConnectorError, DeliveryError
+from partnerships_orchestrator.store.state import DeliveryKey, StateStore
+
+Status = Literal["sent", "already_sent", "unknown", "failed", "not_sent"]
+OUTCOME_UNKNOWN_ACTION = "outcome_unknown"
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """One message to send once: its ledger key and where a dead letter about it belongs."""
+
+    key: DeliveryKey
+    message: Message
+    step_key: str  # the step id, with the fan-out item's key (`send[3_p1]`)
+    inputs: dict[str, Any] = field(default_factory=dict)  # kept on its dead letter
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What became of one :class:`Delivery`."""
+
+    delivery: Delivery
+    status: Status
+    receipt: dict[str, Any]
+    error: DeliveryError | None = None
+
+    @property
+    def failed(self) -> bool:
+        return self.status == "failed"
+
+
+@dataclass(frozen=True)
+class DispatchRun:
+    """The run on whose behalf messages are sent (dead letters and ledger rows name it)."""
+
+    run_id: str
+    root_run_id: str
+    playbook: str
+
+
+class Dispatcher:
+    """Sends messages through one provider under the at-most-once rule (module docstring)."""
+
+    def __init__(
+        self,
+        state: StateStore,
+        provider: ChannelProvider,
+        run: DispatchRun,
+        *,
+        channel: str,
+        log: Any = None,
+    ) -> None:
+        self.state = state
+        self.provider = provider
+        self.run = run
+        self.channel = channel
+        self.log = log
+        self._claimed: set[DeliveryKey] = set()
+
+    def deliver(
+        self, deliveries: Sequence[Delivery], *, stop_at_failure: bool = False
+    ) -> list[Outcome]:
+        """Send what the ledger allows and return one outcome per delivery, in order.
+
+        With ``stop_at_failure`` single sends stop at the first refusal (the rest are
+        ``not_sent``); a batch always goes out whole. An unknown outcome (a request that left
+        with no answer) dead-letters its messages, then its connector error is raised.
+        """
+        outcomes: dict[DeliveryKey, Outcome] = {}
+        ready = self._precheck(deliveries, outcomes)
+        if len(ready) > 1 and hasattr(self.provider, "send_batch"):
+            self._send_batch(ready, outcomes)
+        else:
+            self._send_each(ready, outcomes, stop_at_failure)
+        return [outcomes[d.key] for d in deliveries]
+
+    # ---------------------------------------------------------------- before the limiter
+    def _precheck(
+        self, deliveries: Sequence[Delivery], outcomes: dict[DeliveryKey, Outcome]
+    ) -> list[Delivery]:
+        """What the ledger already knows; returns the deliveries that may be sent."""
+        rows = self.state.deliveries_of([d.key for d in deliveries])
+        ready: list[Delivery] = []
+        for delivery in deliveries:
+            row = rows.get(delivery.key)
+            status = row["status"] if row else None
+            if status == "sent":
+                previous = (row or {}).get("receipt") or self._base(delivery)
+                outcomes[delivery.key] = Outcome(
+                    delivery, "already_sent", {**previous, "status": "already_sent"}
+                )
+            elif status == "pending":
+                outcomes[delivery.key] = self._unknown(delivery, "before this attempt")
+            else:
+                attempt = int((row or {}).get("attempts") or 0) + 1
+                metadata = {**delivery.message.metadata, "attempt": attempt}
+                ready.append(
+                    replace(delivery, message=replace(delivery.message, metadata=metadata))
+                )
+        return ready
+
+    # ---------------------------------------------------------------- sending
+    def _send_each(
+        self,
+        ready: Sequence[Delivery],
+        outcomes: dict[DeliveryKey, Outcome],
+        stop_at_failure: bool,
+    ) -> None:
+        by_message = {id(d.message): d for d in ready}
+        stopped = False
+        for delivery in ready:
+            if stopped:
+                outcomes[delivery.key] = Outcome(
+                    delivery, "not_sent", {**self._base(delivery), "status": "not_sent"}
+                )
+                continue
+            result: Receipt | DeliveryError
+            try:
+                with watching(self._claim_hook(by_message)), carrying([delivery.message]):
+                    result = self.provider.send(delivery.message)
+            except DeliveryError as exc:
+                result = exc
+            except ConnectorError:
+                self._dead_letter_unknown([delivery])
+                raise
+            outcomes[delivery.key] = self._record(delivery, result)
+            if isinstance(result, DeliveryError) and stop_at_failure:
+                stopped = True
+        check_cancelled()
+
+    def _send_batch(self, ready: Sequence[Delivery], outcomes: dict[DeliveryKey, Outcome]) -> None:
+        by_message = {id(d.message): d for d in ready}
+        try:
+            with watching(self._claim_hook(by_message)):
+                results = self.provider.send_batch([d.message for d in ready])  # type: ignore[attr-defined]
+        except ConnectorError:
+            self._dead_letter_unknown([d for d in ready if d.key in self._claimed])
+            raise
+        for delivery, result in zip(ready, results, strict=True):
+            outcomes[delivery.key] = self._record(delivery, result)
+        check_cancelled()
+
+    def _claim_hook(self, by_message: dict[int, Delivery]) -> Any:
+        """The departure hook: claim the request's messages in the ledger as it leaves."""
+
+        def claim(messages: Sequence[Message]) -> None:
+            deliveries = [by_message[id(m)] for m in messages if id(m) in by_message]
+            fresh = [d.key for d in deliveries if d.key not in self._claimed]
+            if not fresh:
+                return  # a retry of a request already claimed (e.g. after a 429)
+            answers = self.state.claim_many(
+                fresh,
+                run_id=self.run.run_id,
+                playbook=self.run.playbook,
+                channel=self.channel,
+                provider=self.provider.provider_name,
+            )
+            won = [k for k, a in answers.items() if a in ("new", "retry")]
+            self._claimed.update(won)
+            lost = [k for k, a in answers.items() if a not in ("new", "retry")]
+            if lost:
+                for key in won:  # nothing leaves: release what this request claimed
+                    self.state.mark_failed(key, "not sent: another attempt claimed the request")
+                    self._claimed.discard(key)
+                raise NotSent(
+                    f"not sent: {len(lost)} message(s) of this request were claimed by another "
+                    "attempt at the same time",
+                    hint="the ledger keeps each message to one sender",
+                )
+
+        return claim
+
+    # ---------------------------------------------------------------- after the answer
+    def _record(self, delivery: Delivery, result: Receipt | DeliveryError) -> Outcome:
+        key, claimed = delivery.key, delivery.key in self._claimed
+        if isinstance(result, DeliveryError):
+            if claimed:
+                self.state.mark_failed(key, str(result))
+            status: Status = "failed" if claimed or not isinstance(result, NotSent) else "not_sent"
+            receipt = {**self._base(delivery), "status": status, "error": str(result)}
+            return Outcome(delivery, status, receipt, result)
+        receipt = result.as_dict()
+        if claimed:
+            self.state.mark_sent(key, receipt)
+        else:  # a provider that sent without a departure: record it now
+            self.state.record_sent(
+                key,
+                receipt,
+                run_id=self.run.run_id,
+                playbook=self.run.playbook,
+                channel=self.channel,
+                provider=self.provider.provider_name,
+            )
+        return Outcome(delivery, "sent", receipt)
+
+    def _unknown(self, delivery: Delivery, when: str) -> Outcome:
+        if self.log is not None:
+            self.log.warning(
+                f"`{delivery.step_key}`: a request to {delivery.message.to} may have left "
+                f"{when} and its outcome is unknown; not sending again (it may have arrived)"
+            )
+        self._dead_letter_unknown([delivery])
+        return Outcome(delivery, "unknown", {**self._base(delivery), "status": "unknown"})
+
+    def _dead_letter_unknown(self, deliveries: Sequence[Delivery]) -> None:
+        for delivery in deliveries:
+            self.state.add_dead_letter(
+                playbook=self.run.playbook,
+                step=delivery.step_key,
+                run_id=self.run.run_id,
+                root_run_id=self.run.root_run_id,
+                action=OUTCOME_UNKNOWN_ACTION,
+                error=(
+                    f"outcome unknown: the request to {delivery.message.to} may have left before "
+                    "its answer came back (process stopped or connection lost); not sent again"
+                ),
+                inputs={
+                    "recipient": delivery.message.to,
+                    "subject": delivery.message.subject,
+                    **delivery.inputs,
+                },
+            )
+
+    def _base(self, delivery: Delivery) -> dict[str, Any]:
+        return {
+            "provider": self.provider.provider_name,
+            "channel": self.channel,
+            "to": delivery.message.to,
+        }
