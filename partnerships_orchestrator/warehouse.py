@@ -165,6 +165,33 @@ usage_monthly = sa.Table(
     sa.Column("api_calls", sa.Integer(), nullable=False),
 )
 
+# Bookkeeping the assets keep beside the data they write, so that it commits in the same
+# transaction: the sync cursors (a crash can never advance one past rows not written) and the
+# history of every metric (for dashboards, next to the tables they read).
+sync_cursors = sa.Table(
+    "sync_cursors",
+    metadata,
+    sa.Column("asset", sa.String(200), primary_key=True),
+    sa.Column("cursor", sa.String(64)),  # ISO time of the newest change landed
+    sa.Column("cursor_id", sa.String(64)),  # the last id at that time (Salesforce keyset)
+    sa.Column("state", sa.Text()),  # JSON: source-specific (the demo CRM's generation)
+    sa.Column("updated_at", sa.DateTime(), nullable=False),
+)
+
+metric_history = sa.Table(
+    "metric_history",
+    metadata,
+    sa.Column("id", sa.Integer(), primary_key=True, autoincrement=True),
+    sa.Column("metrics_set", sa.String(200), nullable=False),
+    sa.Column("metric", sa.String(200), nullable=False),
+    sa.Column("value", sa.Float()),
+    sa.Column("target", sa.Float()),
+    sa.Column("computed_at", sa.DateTime(), nullable=False),
+    sa.Column("run_id", sa.String(64), nullable=False),
+    sa.Index("ix_metric_history_metric", "metrics_set", "metric", "computed_at"),
+)
+BOOKKEEPING: tuple[sa.Table, ...] = (sync_cursors, metric_history)
+
 # Parents before children: the order to insert in (reverse it to delete).
 TABLES: tuple[sa.Table, ...] = (
     partners,

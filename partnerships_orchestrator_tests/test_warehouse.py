@@ -30,6 +30,8 @@ TABLE_NAMES = {
     "event_attendance",
     "activities",
     "usage_monthly",
+    "sync_cursors",  # bookkeeping of the assets, committed with the rows they describe
+    "metric_history",
 }
 FILTER_INDEXES = {
     ("partners", "ix_partners_created_at"),

@@ -7,6 +7,7 @@ from collections.abc import Sequence
 
 import dagster as dg
 
+from partnerships_orchestrator.compiler.assets import asset_repository_data
 from partnerships_orchestrator.compiler.repository import PlaybookRepositoryData
 from partnerships_orchestrator.connections import broken_connections, build_resources
 from partnerships_orchestrator.settings import Settings, load_settings
@@ -56,6 +57,7 @@ def build_repository(
         resources=resources,
         state_url=settings.state_url,
         check=deferred_checks,
+        base=asset_repository_data([d.model for d in catalog.documents], resources),
     )
 
     @dg.repository(name=REPOSITORY_NAME, description="Partnerships Orchestrator playbooks")  # type: ignore[arg-type]

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import re
 
+import dagster as dg
+
 PLAYBOOK_TAG = "partnerships/playbook"
 OWNERS_TAG = "partnerships/owners"
 TRIGGER_TAG = "partnerships/trigger"
@@ -18,6 +20,22 @@ _UNSAFE = re.compile(r"[^A-Za-z0-9_]")
 def safe(name: str) -> str:
     """A Dagster-safe identifier: letters, digits and underscores."""
     return _UNSAFE.sub("_", name)
+
+
+def asset_name(asset_id: str) -> str:
+    """The Dagster (and warehouse table) name of an asset id: `-` as `_`."""
+    return safe(asset_id)
+
+
+def asset_key(asset_id: str) -> dg.AssetKey:
+    """The one asset key for a sync object, dataset, metrics set or report id (and for every
+    reference to one: dataset triggers, report data, dataset lineage)."""
+    return dg.AssetKey(asset_name(asset_id))
+
+
+def asset_job_name(document_id: str) -> str:
+    """The job that materializes a document's assets (its schedule runs it)."""
+    return f"{safe(document_id)}__assets"
 
 
 def job_name(playbook_id: str) -> str:

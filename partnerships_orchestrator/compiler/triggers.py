@@ -117,7 +117,7 @@ def _dataset_sensor(playbook: Playbook, job: str, dataset: str) -> dg.SensorDefi
 
     return dg.AssetSensorDefinition(
         name=f"{job}__after_{naming.safe(dataset)}",
-        asset_key=dg.AssetKey(dataset),
+        asset_key=naming.asset_key(dataset),
         asset_materialization_fn=evaluate,
         job_name=job,
         description=f"Runs `{playbook.id}` after `{dataset}` materializes",

@@ -245,8 +245,11 @@ class HubSpotCRM(CRMResource):
         object_type: str,
         properties: Sequence[str] | None = None,
         limit: int | None = None,
+        *,
+        archived: bool = False,
     ) -> Iterator[dict[str, Any]]:
-        """Every object of ``object_type`` (or the first ``limit``), following ``after``."""
+        """Every object of ``object_type`` (or the first ``limit``), following ``after``; with
+        ``archived`` the archived ones instead (search never returns those)."""
         path = self._objects_path(object_type)
         after: str | None = None
         returned = 0
@@ -254,6 +257,8 @@ class HubSpotCRM(CRMResource):
             params: dict[str, Any] = {"limit": _page(LIST_PAGE_SIZE, limit, returned)}
             if properties:
                 params["properties"] = ",".join(properties)
+            if archived:
+                params["archived"] = "true"
             if after is not None:
                 params["after"] = after
             payload = self.http().request_json("GET", path, params=params)

@@ -179,13 +179,15 @@ class SalesforceCRM(CRMResource):
 
     # ------------------------------------------------------------------ reads
 
-    def soql(self, query: str) -> Iterator[dict[str, Any]]:
+    def soql(self, query: str, *, include_deleted: bool = False) -> Iterator[dict[str, Any]]:
         """The records of a SOQL query, following ``nextRecordsUrl`` until ``done``;
-        ``attributes`` removed."""
+        ``attributes`` removed. ``include_deleted`` reads through ``queryAll`` (deleted records,
+        ``IsDeleted`` true, included)."""
         headers = self._query_headers()
         http = self.http()
+        resource = "queryAll" if include_deleted else "query"
         payload = http.request_json(
-            "GET", f"{self._data()}/query", params={"q": query}, headers=headers
+            "GET", f"{self._data()}/{resource}", params={"q": query}, headers=headers
         )
         while True:
             for record in payload.get("records") or []:
@@ -203,18 +205,21 @@ class SalesforceCRM(CRMResource):
         *,
         after_id: str | None = None,
         chunk_size: int = 10_000,
+        include_deleted: bool = False,
     ) -> Iterator[dict[str, Any]]:
         """Records whose ``SystemModstamp`` is at or after ``since`` (to the second; when
         ``after_id`` is given, records of that very second with an Id up to it are skipped),
         oldest first, Id breaking ties, each once. Reads ``chunk_size`` records per query so no
-        query cursor lives long."""
-        names = self._names([*(fields or []), "Id", "SystemModstamp"])
+        query cursor lives long. ``include_deleted`` adds deleted records (``IsDeleted``)."""
+        extra = ["IsDeleted"] if include_deleted else []
+        names = self._names([*(fields or []), "Id", "SystemModstamp", *extra])
         object_type = self._name(object_type)
         cursor = _Cursor(_soql_datetime(since), after_id)
         seen: set[str] = set()  # Ids already yielded in the cursor's second
         while True:
             read = 0
-            for record in self.soql(_modified_query(object_type, names, cursor, chunk_size)):
+            query = _modified_query(object_type, names, cursor, chunk_size)
+            for record in self.soql(query, include_deleted=include_deleted):
                 read += 1
                 stamp = _soql_datetime(_parse_datetime(record["SystemModstamp"]))
                 if stamp != cursor.stamp:

@@ -324,15 +324,38 @@ class Sync(DocumentBase):
 
 
 class Check(Model):
-    """A data quality check on a dataset (a Dagster asset check)."""
+    """A data quality check on a dataset (a Dagster asset check, run after each materialization)."""
 
-    type: Literal["unique", "not_null", "accepted_values", "row_count"] = Field(
-        description="What to check."
+    type: Literal["unique", "not_null", "accepted_values", "row_count", "freshness"] = Field(
+        description="What to check: `unique` / `not_null` / `accepted_values` on `column`, "
+        "`row_count` between `min` and `max`, `freshness`: the newest `column` value is at most "
+        "`max_age_hours` old."
     )
     column: str | None = Field(None, description="The column checked.")
     values: list[Any] | None = Field(None, description="Allowed values, for `accepted_values`.")
     min: int | None = Field(None, description="Fewest rows, for `row_count`.")
     max: int | None = Field(None, description="Most rows, for `row_count`.")
+    max_age_hours: float | None = Field(
+        None, gt=0, description="Oldest the newest `column` value may be, for `freshness`."
+    )
+    severity: Literal["warn", "error"] = Field(
+        "error", description="How a failure shows in Dagster: `warn` or `error`."
+    )
+    blocking: bool = Field(
+        False, description="A failure (with `error` severity) stops downstream assets."
+    )
+
+    @model_validator(mode="after")
+    def _needs(self) -> Check:
+        if self.type in ("unique", "not_null", "accepted_values", "freshness") and not self.column:
+            raise ValueError(f"a `{self.type}` check needs `column`")
+        if self.type == "accepted_values" and not self.values:
+            raise ValueError("an `accepted_values` check needs `values`")
+        if self.type == "row_count" and self.min is None and self.max is None:
+            raise ValueError("a `row_count` check needs `min` and/or `max`")
+        if self.type == "freshness" and self.max_age_hours is None:
+            raise ValueError("a `freshness` check needs `max_age_hours`")
+        return self
 
 
 class Dataset(DocumentBase):
@@ -342,8 +365,14 @@ class Dataset(DocumentBase):
     sql: str = Field(
         description="The query defining the dataset; its tables are its upstream assets."
     )
+    deps: list[str] = Field(
+        default_factory=list,
+        description="Upstream assets beyond the tables the SQL reads (e.g. read through a view).",
+    )
     checks: list[Check] = Field(default_factory=list, description="Data quality checks.")
-    schedule: Schedule | None = Field(None, description="When to refresh.")
+    schedule: Schedule | None = Field(
+        None, description="When to refresh; without one it refreshes when its upstreams do."
+    )
 
 
 class Delivery(Model):
@@ -362,12 +391,29 @@ class Report(DocumentBase):
 
     kind: Literal["report"]
     template: str = Field(description="Template file under `templates/`.")
-    data: list[str] = Field(default_factory=list, description="Assets the template reads.")
+    title: str | None = Field(None, description="Title page heading; `name` or the id if absent.")
+    data: list[str] = Field(
+        default_factory=list,
+        description="Datasets, sync tables and metrics sets the template reads "
+        "(`data.<id>` rows, `metrics.<id>` values).",
+    )
     formats: list[Literal["markdown", "html", "pdf"]] = Field(
         default=["markdown"], description="Files to render."
     )
-    deliver: list[Delivery] = Field(default_factory=list, description="Who receives it.")
-    schedule: Schedule | None = Field(None, description="When to render and deliver.")
+    deliver: list[Delivery] = Field(
+        default_factory=list,
+        description="Who receives it: email with the PDF attached, chat with a summary and path.",
+    )
+    schedule: Schedule | None = Field(
+        None, description="When to render and deliver; without one it follows its data."
+    )
+
+
+class Thresholds(Model):
+    """Where a metric turns into a warning or an error (an asset check with that severity)."""
+
+    warn: float | None = Field(None, description="Warn when the value is on the wrong side of it.")
+    error: float | None = Field(None, description="Fail when the value is on the wrong side of it.")
 
 
 class Metric(Model):
@@ -375,8 +421,15 @@ class Metric(Model):
 
     id: str = Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$", description="Metric name.")
     sql: str = Field(description="A query returning one number.")
-    target: float | None = Field(None, description="The value the team aims for.")
+    target: float | None = Field(
+        None, description="The value the team aims for; missing it is a warning."
+    )
+    thresholds: Thresholds | None = Field(None, description="Warning and error levels.")
+    higher_is_better: bool = Field(
+        True, description="Whether values above `target` / thresholds are good (false: below)."
+    )
     description: str | None = Field(None, description="What the number means.")
+    unit: str | None = Field(None, description="Unit shown beside the value, e.g. `USD`.")
 
 
 class Metrics(DocumentBase):
@@ -384,7 +437,12 @@ class Metrics(DocumentBase):
 
     kind: Literal["metrics"]
     metrics: list[Metric] = Field(min_length=1, description="The metrics.")
-    schedule: Schedule | None = Field(None, description="When to recompute.")
+    deps: list[str] = Field(
+        default_factory=list, description="Upstream assets beyond the tables the SQL reads."
+    )
+    schedule: Schedule | None = Field(
+        None, description="When to recompute; without one it follows its upstreams."
+    )
 
 
 class Connections(DocumentBase):

@@ -102,6 +102,8 @@ def check_document(
         findings += _schedule_problems(schedule.cron, schedule.timezone, ("schedule",), file, index)
     if isinstance(model, Report):
         findings += _report_problems(model, file, index, context)
+    if isinstance(model, Sync):
+        findings += list(_sync_problems(model, file, index))
     if isinstance(model, Connections):
         from partnerships_orchestrator.connections import connection_problems
 
@@ -109,6 +111,53 @@ def check_document(
             Finding(file, index, p.loc, p.message, p.hint) for p in connection_problems(model)
         ]
     return findings
+
+
+def _sync_problems(sync: Sync, file: str, index: int) -> Iterator[Finding]:
+    """Objects and properties the provider's sync knows (assets/crm_schema.py)."""
+    from partnerships_orchestrator.assets.crm_schema import OBJECTS
+
+    known = OBJECTS[sync.provider]
+    for n, name in enumerate(sync.objects):
+        if name not in known:
+            yield Finding(
+                file,
+                index,
+                ("objects", n),
+                f"unknown {sync.provider} object `{name}`",
+                did_you_mean(name, sorted(known), f"{sync.provider} objects", always_list=True),
+            )
+    for name, props in sync.properties.items():
+        if name not in known:
+            yield Finding(
+                file,
+                index,
+                ("properties", name),
+                f"`properties` names `{name}`, which is not a {sync.provider} object",
+                did_you_mean(name, sorted(known), f"{sync.provider} objects", always_list=True),
+                target="key",
+            )
+            continue
+        if name not in sync.objects:
+            yield Finding(
+                file,
+                index,
+                ("properties", name),
+                f"`properties` names `{name}`, which `objects` does not list",
+                f"add `{name}` to `objects` or remove these properties",
+                target="key",
+            )
+        for m, prop in enumerate(props):
+            if prop not in known[name].properties:
+                yield Finding(
+                    file,
+                    index,
+                    ("properties", name, m),
+                    f"unknown {sync.provider} {name} property `{prop}`",
+                    did_you_mean(
+                        prop, sorted(known[name].properties), "properties", always_list=True
+                    ),
+                )
 
 
 def _report_problems(report: Report, file: str, index: int, context: CheckContext) -> list[Finding]:

@@ -1,0 +1,142 @@
+"""Where a sync reads CRM records: the vendor through its connector, or the sandbox demo CRM.
+
+A source yields :class:`Change` s oldest first, each carrying the cursor to resume after it, so
+the sync can commit any prefix of them with its cursor and lose or repeat nothing on the next run
+(a change read again is upserted again: same row).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, Protocol
+
+from partnerships_orchestrator.assets.crm_schema import CrmObject, to_utc_naive
+
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+@dataclass(frozen=True)
+class Cursor:
+    """Where the last committed sync of an asset stopped."""
+
+    at: str | None = None  # ISO time of the newest change landed (UTC)
+    last_id: str | None = None  # the last id at that time, for keyset paging
+    state: dict[str, Any] = field(default_factory=dict)  # the source's own (demo generation)
+
+    def since(self) -> datetime:
+        if self.at is None:
+            return EPOCH
+        moment = datetime.fromisoformat(self.at)
+        return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+@dataclass(frozen=True)
+class Change:
+    """One record as read, with the position after it."""
+
+    id: str
+    values: dict[str, Any]  # vendor property -> vendor value
+    raw: dict[str, Any]
+    modified_at: datetime | None
+    cursor: Cursor
+    deleted_at: datetime | None = None
+
+    @property
+    def deleted(self) -> bool:
+        return self.deleted_at is not None
+
+
+class CrmSource(Protocol):
+    label: str  # "hubspot connection", "sandbox demo CRM"
+    sandbox: bool
+
+    def changes(
+        self, obj: CrmObject, properties: list[str], since: Cursor | None
+    ) -> Iterator[Change]:
+        """Records changed at or after ``since`` (every record when None), oldest first."""
+        ...
+
+    def archived(self, obj: CrmObject) -> Iterator[tuple[str, datetime | None]]:
+        """(id, when) of records deleted where deletions are not changes (HubSpot archive)."""
+        ...
+
+    def final_state(self, since: Cursor | None) -> dict[str, Any]:
+        """The source state to keep with the cursor once the whole read has landed."""
+        ...
+
+
+def _iso(moment: datetime | None) -> str | None:
+    return moment.isoformat() if moment else None
+
+
+class HubSpotSource:
+    """HubSpot through :class:`HubSpotCRM`: search by last-modified time, archived by listing."""
+
+    sandbox = False
+
+    def __init__(self, crm: Any) -> None:
+        self.crm = crm
+        self.label = f"{crm.connection} connection"
+
+    def changes(
+        self, obj: CrmObject, properties: list[str], since: Cursor | None
+    ) -> Iterator[Change]:
+        start = since.since() if since else EPOCH
+        for record in self.crm.iter_modified_since(obj.vendor_name, start, properties):
+            values = dict(record.get("properties") or {})
+            modified = to_utc_naive(values.get(obj.modified) or record.get("updatedAt"))
+            yield Change(
+                id=str(record["id"]),
+                values=values,
+                raw=record,
+                modified_at=modified,
+                cursor=Cursor(_iso(modified)),
+            )
+
+    def archived(self, obj: CrmObject) -> Iterator[tuple[str, datetime | None]]:
+        for record in self.crm.list_objects(obj.vendor_name, ["hs_object_id"], archived=True):
+            yield (
+                str(record["id"]),
+                to_utc_naive(record.get("archivedAt") or record.get("updatedAt")),
+            )
+
+    def final_state(self, since: Cursor | None) -> dict[str, Any]:
+        return {}
+
+
+class SalesforceSource:
+    """Salesforce through :class:`SalesforceCRM`: ``queryAll`` by ``SystemModstamp`` and Id, so
+    deleted records arrive as changes (``IsDeleted``)."""
+
+    sandbox = False
+
+    def __init__(self, crm: Any) -> None:
+        self.crm = crm
+        self.label = f"{crm.connection} connection"
+
+    def changes(
+        self, obj: CrmObject, properties: list[str], since: Cursor | None
+    ) -> Iterator[Change]:
+        start = since.since() if since else EPOCH
+        after = since.last_id if since else None
+        fields = [p for p in properties if p not in ("Id", "IsDeleted")]
+        for record in self.crm.iter_modified_since(
+            obj.vendor_name, start, fields, after_id=after, include_deleted=True
+        ):
+            modified = to_utc_naive(record.get("SystemModstamp"))
+            yield Change(
+                id=str(record["Id"]),
+                values=record,
+                raw=record,
+                modified_at=modified,
+                cursor=Cursor(_iso(modified), str(record["Id"])),
+                deleted_at=modified if record.get("IsDeleted") else None,
+            )
+
+    def archived(self, obj: CrmObject) -> Iterator[tuple[str, datetime | None]]:
+        return iter(())
+
+    def final_state(self, since: Cursor | None) -> dict[str, Any]:
+        return {}

@@ -1,0 +1,268 @@
+"""`sync`, `dataset`, `metrics` and `report` documents as Dagster assets, checks and schedules.
+
+Each builder wraps a plain runtime function from ``assets/``: the asset reads its resources,
+calls it, and turns its result into metadata (row counts, the column schema, a preview, metric
+values) and asset check results. A document with a ``schedule`` gets a job of its assets and a
+schedule; datasets, metrics and reports without one follow their upstreams
+(``AutomationCondition.eager()``).
+"""
+
+# no `from __future__ import annotations`: Dagster reads the config annotation at definition time
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import dagster as dg
+import sqlalchemy as sa
+
+from partnerships_orchestrator.compiler import naming
+from partnerships_orchestrator.spec.models import Schedule, Sync
+
+SYNC_GROUP = "crm"
+PREVIEW_ROWS = 10
+
+
+class SyncConfig(dg.Config):
+    """Launchpad config of a sync asset."""
+
+    full_refresh: bool = False
+
+
+@dataclass
+class AssetBundle:
+    """What the asset documents compile to."""
+
+    assets: list[dg.AssetsDefinition] = field(default_factory=list)
+    jobs: list[Any] = field(default_factory=list)
+    schedules: list[dg.ScheduleDefinition] = field(default_factory=list)
+
+    def add(self, other: "AssetBundle") -> None:
+        self.assets += other.assets
+        self.jobs += other.jobs
+        self.schedules += other.schedules
+
+    def definitions(self, resources: Mapping[str, Any]) -> dg.Definitions:
+        return dg.Definitions(
+            assets=self.assets, jobs=self.jobs, schedules=self.schedules, resources=resources
+        )
+
+
+def scheduled(
+    document_id: str, keys: Sequence[dg.AssetKey], schedule: Schedule | None, what: str
+) -> AssetBundle:
+    """A job of ``keys`` and its schedule, when the document has one."""
+    if schedule is None:
+        return AssetBundle()
+    job = dg.define_asset_job(
+        naming.asset_job_name(document_id),
+        selection=list(keys),
+        description=f"Materializes `{document_id}` ({what})",
+        tags={naming.SOURCE_TAG: document_id},
+    )
+    return AssetBundle(
+        jobs=[job],
+        schedules=[
+            dg.ScheduleDefinition(
+                name=f"{naming.asset_job_name(document_id)}__schedule",
+                job=job,
+                cron_schedule=schedule.cron,
+                execution_timezone=schedule.timezone,
+                description=f"`{document_id}` at `{schedule.cron}` ({schedule.timezone})",
+                default_status=dg.DefaultScheduleStatus.RUNNING,
+            )
+        ],
+    )
+
+
+# ---------------------------------------------------------------- table metadata
+
+
+def column_schema(engine: sa.Engine, table: str) -> dg.TableSchema:
+    """The table's columns as Dagster's table schema (``dagster/column_schema``)."""
+    columns = sa.inspect(engine).get_columns(table)
+    return dg.TableSchema(
+        columns=[
+            dg.TableColumn(
+                c["name"],
+                str(c["type"]).lower(),
+                constraints=dg.TableColumnConstraints(nullable=bool(c.get("nullable", True))),
+            )
+            for c in columns
+        ]
+    )
+
+
+def preview(engine: sa.Engine, table: str, limit: int = PREVIEW_ROWS) -> str:
+    """The first rows as a Markdown table (long values shortened)."""
+    with engine.connect() as conn:
+        result = conn.execute(sa.text(f'SELECT * FROM "{table}" LIMIT {int(limit)}'))
+        names = list(result.keys())
+        rows = [list(r) for r in result]
+    shown = [n for n in names if n != "raw"]
+    index = [names.index(n) for n in shown]
+    lines = ["| " + " | ".join(shown) + " |", "|" + "---|" * len(shown)]
+    for row in rows:
+        cells = [_cell(row[i]) for i in index]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def _cell(value: Any) -> str:
+    text = "" if value is None else str(value)
+    text = text.replace("|", "\\|").replace("\n", " ")
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def row_count(engine: sa.Engine, table: str, where: str = "") -> int:
+    with engine.connect() as conn:
+        return int(conn.execute(sa.text(f'SELECT count(*) FROM "{table}" {where}')).scalar_one())
+
+
+# ---------------------------------------------------------------- syncs
+
+
+def sync_assets(sync: Sync, connected: bool) -> AssetBundle:
+    """One asset per object of a sync document; it reads the provider's connection when one is
+    configured (``connected``), else the sandbox demo CRM."""
+    bundle = AssetBundle(assets=[_sync_asset(sync, obj, connected) for obj in sync.objects])
+    keys = [naming.asset_key(a) for a in sync.asset_ids()]
+    bundle.add(scheduled(sync.id, keys, sync.schedule, f"{sync.provider} sync"))
+    return bundle
+
+
+def _sync_asset(sync: Sync, object_name: str, connected: bool) -> dg.AssetsDefinition:
+    from partnerships_orchestrator.assets.crm_schema import crm_object
+
+    asset_id = f"{sync.id}_{object_name}"
+    key = naming.asset_key(asset_id)
+    table = naming.asset_name(asset_id)
+    obj = crm_object(sync.provider, object_name)
+    listed = sync.properties.get(object_name)
+    required = {"partnerships", sync.provider} if connected else {"partnerships"}
+    source_label = (
+        f"the `{sync.provider}` connection" if connected else "the sandbox demo CRM (no connection)"
+    )
+    checks = [
+        dg.AssetCheckSpec("unique_id", asset=key, description="No two rows share an `id`."),
+        dg.AssetCheckSpec(
+            "required_columns",
+            asset=key,
+            description="Every column of the documented mapping is present.",
+        ),
+    ]
+
+    @dg.asset(
+        key=key,
+        group_name=SYNC_GROUP,
+        kinds={sync.provider, "table"},
+        description=(sync.description or f"{sync.provider} {object_name}")
+        + f"\n\nLanded from {source_label} into the warehouse table `{table}`"
+        + (" incrementally." if sync.incremental else " in full each run."),
+        required_resource_keys=required,
+        check_specs=checks,
+        tags={k: v for k, v in sync.tags.items()},
+        owners=[f"team:{o}" for o in sync.owners] or None,
+        metadata={"document": sync.id, "table": table, "provider": sync.provider},
+    )
+    def _sync(context: dg.AssetExecutionContext, config: SyncConfig) -> dg.MaterializeResult:
+        from partnerships_orchestrator.assets.sync import run_sync
+
+        engine = context.resources.partnerships.warehouse()
+        source = _crm_source(sync.provider, context.resources, connected)
+        full = config.full_refresh or not sync.incremental
+        context.log.info(
+            f"{asset_id}: reading {object_name} from {source.label}"
+            + (" (full refresh)" if full else " (incremental)")
+        )
+        if source.sandbox:
+            context.log.warning(
+                f"{asset_id}: no `{sync.provider}` connection is configured; reading the "
+                "sandbox demo CRM (add one to a `kind: connections` document to sync the vendor)"
+            )
+
+        def progress(asset: str, seen: int, written: int) -> None:
+            context.log.info(f"{asset}: {seen:,} records read, {written:,} rows written")
+
+        result = run_sync(engine, source, obj, table, listed, full_refresh=full, progress=progress)
+        return dg.MaterializeResult(
+            metadata=_sync_metadata(engine, table, result),
+            check_results=_sync_checks(engine, table, [c for c, _ in result.columns]),
+        )
+
+    return _sync
+
+
+def _crm_source(provider: str, resources: Any, connected: bool) -> Any:
+    from partnerships_orchestrator.assets.crm_source import HubSpotSource, SalesforceSource
+    from partnerships_orchestrator.assets.demo_crm import DemoCRM
+
+    if not connected:
+        return DemoCRM(provider)
+    crm = getattr(resources, provider)
+    return HubSpotSource(crm) if provider == "hubspot" else SalesforceSource(crm)
+
+
+def _sync_metadata(engine: sa.Engine, table: str, result: Any) -> dict[str, Any]:
+    return {
+        "dagster/row_count": row_count(engine, table),
+        "dagster/column_schema": column_schema(engine, table),
+        "rows_live": row_count(engine, table, "WHERE NOT is_deleted"),
+        "records_seen": result.seen,
+        "rows_inserted": result.inserted,
+        "rows_updated": result.updated,
+        "rows_deleted": result.deleted,
+        "cursor": result.cursor or "",
+        "duration_seconds": round(result.duration_seconds, 3),
+        "source": result.source,
+        "sandbox": result.sandbox,
+        "full_refresh": result.full_refresh,
+        "preview": dg.MetadataValue.md(preview(engine, table)),
+    }
+
+
+def _sync_checks(engine: sa.Engine, table: str, expected: list[str]) -> list[dg.AssetCheckResult]:
+    with engine.connect() as conn:
+        dupes = conn.execute(
+            sa.text(f'SELECT count(*) - count(DISTINCT id) FROM "{table}"')
+        ).scalar_one()
+    present = {c["name"] for c in sa.inspect(engine).get_columns(table)}
+    missing = [c for c in expected if c not in present]
+    return [
+        dg.AssetCheckResult(
+            check_name="unique_id",
+            passed=dupes == 0,
+            metadata={"duplicate_ids": int(dupes)},
+            description=None if dupes == 0 else f"{dupes} rows share an id with another row",
+        ),
+        dg.AssetCheckResult(
+            check_name="required_columns",
+            passed=not missing,
+            metadata={"missing": ", ".join(missing) or "none"},
+            description=f"missing columns: {', '.join(missing)}" if missing else None,
+        ),
+    ]
+
+
+# ---------------------------------------------------------------- the whole folder
+
+
+def asset_bundle(documents: Sequence[Any], resources: Mapping[str, Any]) -> AssetBundle:
+    """Every asset document of a folder compiled; a sync reads its vendor when ``resources``
+    has that connection."""
+    bundle = AssetBundle()
+    for doc in documents:
+        if isinstance(doc, Sync):
+            bundle.add(sync_assets(doc, connected=doc.provider in resources))
+    return bundle
+
+
+def asset_repository_data(
+    documents: Sequence[Any], resources: Mapping[str, Any]
+) -> dg.RepositoryData | None:
+    """The assets, their jobs and schedules as the lazy repository's ``base`` (None if none)."""
+    bundle = asset_bundle(documents, resources)
+    if not bundle.assets:
+        return None
+    repository = bundle.definitions(resources).get_repository_def()
+    return repository._repository_data  # the RepositoryData behind Definitions (no public getter)
