@@ -438,24 +438,59 @@ def _seed(settings: Settings, reset: bool = False) -> dict[str, int]:
 
 @main.command()
 @common_options
-@click.option("--host", default="127.0.0.1", show_default=True)
-@click.option("--port", default=3000, show_default=True, type=int)
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to serve on.")
+@click.option(
+    "--ui-port",
+    "--port",
+    "port",
+    default=3000,
+    show_default=True,
+    type=int,
+    help="Port of the Dagster UI (webserver).",
+)
+@click.option("--api-port", default=8080, show_default=True, type=int, help="Port of the HTTP API.")
+@click.option(
+    "--tls-cert",
+    type=click.Path(exists=True, dir_okay=False),
+    default=None,
+    help="PEM certificate: serve the API over HTTPS (with --tls-key).",
+)
+@click.option(
+    "--tls-key",
+    type=click.Path(exists=True, dir_okay=False),
+    default=None,
+    help="PEM private key of --tls-cert.",
+)
 @click.option("--no-seed", is_flag=True, help="Do not seed the demo warehouse.")
 @click.pass_context
 def up(
-    ctx: click.Context, playbooks: str | None, home: str | None, host: str, port: int, no_seed: bool
+    ctx: click.Context,
+    playbooks: str | None,
+    home: str | None,
+    host: str,
+    port: int,
+    api_port: int,
+    tls_cert: str | None,
+    tls_key: str | None,
+    no_seed: bool,
 ) -> None:
-    """Start the product: Dagster webserver + daemon with the playbooks loaded. Ctrl-C stops all."""
+    """Start the product: Dagster webserver + daemon with the playbooks loaded, and the HTTP API.
+    Ctrl-C stops all."""
     from partnerships_orchestrator import launcher
     from partnerships_orchestrator.spec.loader import load_catalog
+    from partnerships_orchestrator.store.playbook_store import playbook_sources
 
+    if bool(tls_cert) != bool(tls_key):
+        _fail(
+            PartnershipsError("--tls-cert and --tls-key go together", hint="give both or neither")
+        )
     settings = _settings(ctx)
     settings.home.mkdir(parents=True, exist_ok=True)
     os.environ["DAGSTER_HOME"] = str(launcher.prepare_dagster_home(settings))
     if not no_seed and "PARTNER_WAREHOUSE_URL" not in os.environ:
         counts = _seed(settings)
         errors.print(f"warehouse: {settings.warehouse_db} ({counts.get('partners', 0)} partners)")
-    catalog = load_catalog([settings.playbooks_dir], templates_dir=settings.templates_dir)
+    catalog = load_catalog(playbook_sources(settings), templates_dir=settings.templates_dir)
     errors.print(
         f"playbooks: {settings.playbooks_dir} ({len(catalog.playbooks())} valid, "
         f"{len(catalog.invalid_files)} invalid file(s))"
@@ -463,10 +498,132 @@ def up(
     for problem in catalog.problems:
         errors.print(f"  [yellow]{problem}[/]", highlight=False)
     errors.print(f"state: {settings.home}   dagster home: {settings.dagster_home}")
+    _first_admin_token(settings)
+    api = launcher.ApiOptions(port=api_port, tls_cert=tls_cert, tls_key=tls_key)
     code = launcher.run_stack(
-        settings, host, port, lambda line: errors.print(line, highlight=False)
+        settings, host, port, lambda line: errors.print(line, highlight=False), api=api
     )
     sys.exit(code)
+
+
+def _first_admin_token(settings: Settings) -> None:
+    """On first start (no live admin token), make one and print it this once."""
+    from partnerships_orchestrator.store.tokens import TokenStore
+
+    tokens = TokenStore(settings.state_url)
+    if tokens.any_admin():
+        return
+    made, secret = tokens.create(role="admin", teams=["*"], name="first admin")
+    errors.print(
+        f"admin API token ({made.id}, shown only now; `partnerships token` manages tokens):",
+        highlight=False,
+    )
+    click.echo(f"PARTNERSHIPS_API_TOKEN={secret}")
+
+
+# ---------------------------------------------------------------- API tokens
+
+
+@main.group()
+def token() -> None:
+    """Bearer tokens of the HTTP API (stored hashed; the secret is printed once)."""
+
+
+@token.command(name="create")
+@click.option(
+    "--role",
+    required=True,
+    type=click.Choice(["viewer", "operator", "editor", "admin"]),
+    help="viewer < operator (execute, cancel, retry, redrive) < editor (change playbooks) "
+    "< admin (tokens, audit).",
+)
+@click.option(
+    "--team",
+    "teams",
+    multiple=True,
+    required=True,
+    help="A team whose playbooks (`owners`) the token may see and act on; repeat for several; "
+    "`*` for every team.",
+)
+@click.option("--name", default="", help="What the token is for.")
+@click.option(
+    "--rate-limit", type=int, default=None, help="Requests a minute (default: the API's)."
+)
+@common_options
+@json_option
+@click.pass_context
+def token_create(
+    ctx: click.Context,
+    role: str,
+    teams: Sequence[str],
+    name: str,
+    rate_limit: int | None,
+    playbooks: str | None,
+    home: str | None,
+    as_json: bool,
+) -> None:
+    """Make a token; its secret is printed once (only a hash is kept)."""
+    from partnerships_orchestrator.store.tokens import TokenStore
+
+    try:
+        made, secret = TokenStore(_settings(ctx).state_url).create(
+            role=role, teams=list(teams), name=name, rate_limit=rate_limit
+        )
+    except PartnershipsError as exc:
+        _fail(exc)
+    if as_json:
+        _print_json({**made.as_dict(), "token": secret})
+        return
+    errors.print(
+        f"token {made.id} ({made.role} for {', '.join(made.teams)}); the secret is shown only now:",
+        highlight=False,
+    )
+    click.echo(secret)
+
+
+@token.command(name="list")
+@common_options
+@json_option
+@click.pass_context
+def token_list(ctx: click.Context, playbooks: str | None, home: str | None, as_json: bool) -> None:
+    """List tokens (never their secrets)."""
+    from partnerships_orchestrator.store.tokens import TokenStore
+
+    tokens = TokenStore(_settings(ctx).state_url).list()
+    if as_json:
+        _print_json([t.as_dict() for t in tokens])
+        return
+    table = Table("id", "name", "role", "teams", "rate limit", "created", "last used", "revoked")
+    stamp = lambda d: d.strftime("%Y-%m-%d %H:%M") if d else ""  # noqa: E731
+    for t in tokens:
+        table.add_row(
+            t.id,
+            t.name,
+            t.role,
+            ", ".join(t.teams),
+            str(t.rate_limit or ""),
+            stamp(t.created_at),
+            stamp(t.last_used_at),
+            stamp(t.revoked_at),
+        )
+    console.print(table)
+
+
+@token.command(name="revoke")
+@click.argument("token_id")
+@common_options
+@click.pass_context
+def token_revoke(
+    ctx: click.Context, token_id: str, playbooks: str | None, home: str | None
+) -> None:
+    """Revoke a token by its id (`tok_...`); the API refuses it within two seconds."""
+    from partnerships_orchestrator.store.tokens import TokenStore
+
+    try:
+        revoked = TokenStore(_settings(ctx).state_url).revoke(token_id)
+    except PartnershipsError as exc:
+        _fail(exc)
+    errors.print(f"revoked {revoked.id} ({revoked.role} for {', '.join(revoked.teams)})")
 
 
 if __name__ == "__main__":

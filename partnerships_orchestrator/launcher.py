@@ -127,7 +127,34 @@ def _bin(name: str) -> str:
     return str(candidate) if candidate.exists() else name
 
 
-def start_stack(settings: Settings, host: str, port: int) -> Stack:
+@dataclass(frozen=True)
+class ApiOptions:
+    """How `partnerships up` serves the HTTP API (HTTPS when given a certificate and key)."""
+
+    port: int = 8080
+    tls_cert: str | None = None
+    tls_key: str | None = None
+
+    def url(self, host: str) -> str:
+        return f"{'https' if self.tls_cert else 'http'}://{host}:{self.port}"
+
+    def command(self, host: str) -> list[str]:
+        args = [
+            _bin("uvicorn"),
+            "--factory",
+            "partnerships_orchestrator.api.app:app_from_environment",
+            "--host",
+            host,
+            "--port",
+            str(self.port),
+            "--no-server-header",
+        ]
+        if self.tls_cert and self.tls_key:
+            args += ["--ssl-certfile", self.tls_cert, "--ssl-keyfile", self.tls_key]
+        return args
+
+
+def start_stack(settings: Settings, host: str, port: int, api: ApiOptions | None = None) -> Stack:
     env = child_environment(settings)
     logs = settings.home / "logs"
     stack = Stack()
@@ -138,6 +165,9 @@ def start_stack(settings: Settings, host: str, port: int) -> Stack:
         logs / "webserver.log",
     )
     stack.start([_bin("dagster-daemon"), "run", "-w", workspace], env, logs / "daemon.log")
+    if api is not None:
+        api_env = {**env, "PARTNERSHIPS_WEBSERVER_URL": f"http://{host}:{port}"}
+        stack.start(api.command(host), api_env, logs / "api.log")
     return stack
 
 
@@ -174,7 +204,27 @@ def stop_with_parent() -> None:
         os.kill(os.getpid(), signal.SIGTERM)
 
 
-def run_stack(settings: Settings, host: str, port: int, say: Callable[[str], None]) -> int:
+def api_ready(api: ApiOptions, host: str, stack: Stack, stop: Callable[[], bool]) -> bool:
+    """Poll the API's `/health/live` (certificates are not checked: it is our own server)."""
+    deadline = time.monotonic() + READY_TIMEOUT
+    url = f"{api.url(host)}/api/partnerships/health/live"
+    while time.monotonic() < deadline and stack.alive() and not stop():
+        try:
+            if httpx.get(url, timeout=2, verify=False).status_code == 200:
+                return True
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.3)
+    return False
+
+
+def run_stack(
+    settings: Settings,
+    host: str,
+    port: int,
+    say: Callable[[str], None],
+    api: ApiOptions | None = None,
+) -> int:
     """Start the webserver and daemon, run until SIGINT/SIGTERM or a child exits, then stop
     everything. Signals are caught before the first child starts, so a Ctrl-C during start-up
     stops the stack too. Returns the exit code."""
@@ -185,15 +235,20 @@ def run_stack(settings: Settings, host: str, port: int, say: Callable[[str], Non
 
     previous = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
     stop_with_parent()
-    stack = start_stack(settings, host, port)
+    stack = start_stack(settings, host, port, api)
     url = f"http://{host}:{port}"
     try:
         say(f"starting Dagster webserver and daemon (logs in {settings.home / 'logs'}) ...")
-        if not wait_until_ready(url, stack, stop=lambda: bool(received)):
+        stopping = lambda: bool(received)  # noqa: E731
+        if not wait_until_ready(url, stack, stop=stopping) or (
+            api is not None and not api_ready(api, host, stack, stop=stopping)
+        ):
             if not received:
                 say("the webserver did not come up; see the logs")
                 return 1
         else:
+            if api is not None:
+                say(f"API: {api.url(host)}/api/partnerships   (docs: {api.url(host)}/docs)")
             say(f"ready: {url}   (Ctrl-C to stop)")
         while not received and stack.alive():
             time.sleep(0.2)

@@ -27,6 +27,7 @@ from partnerships_orchestrator.spec.loader import load_catalog, validate_playboo
 from partnerships_orchestrator.spec.models import Playbook
 from partnerships_orchestrator.spec.problems import SpecError
 from partnerships_orchestrator.store.jsonable import jsonable
+from partnerships_orchestrator.store.playbook_store import playbook_sources
 from partnerships_orchestrator.store.state import StateStore
 
 _STATUS = {
@@ -112,7 +113,7 @@ class RunSummary:
 def find_playbook(settings: Settings, playbook_id: str) -> tuple[Playbook, str, Any]:
     """The playbook, its file and the catalog; a clear error when it is unknown or invalid."""
     catalog = load_catalog(
-        [settings.playbooks_dir], templates_dir=settings.templates_dir, check_expressions=False
+        playbook_sources(settings), templates_dir=settings.templates_dir, check_expressions=False
     )
     for doc in catalog.documents:
         if isinstance(doc.model, Playbook) and doc.model.id == playbook_id:

@@ -25,6 +25,11 @@ class Settings:
         return self.home / "state.db"
 
     @property
+    def playbook_store_dir(self) -> Path:
+        """Files of the playbooks created through the API (written from the state database)."""
+        return self.home / "playbook-store"
+
+    @property
     def warehouse_db(self) -> Path:
         """SQLite file of the embedded partner warehouse."""
         return self.home / "warehouse.db"

@@ -18,6 +18,7 @@ from partnerships_orchestrator.spec.loader import (
 )
 from partnerships_orchestrator.spec.models import Connections, Playbook
 from partnerships_orchestrator.spec.problems import SpecError, SpecProblem
+from partnerships_orchestrator.store.playbook_store import playbook_sources
 
 REPOSITORY_NAME = "partnerships"
 STRICT_ENV = ("DAGSTER_IS_DEFS_VALIDATION_CLI", "PARTNERSHIPS_STRICT")
@@ -40,7 +41,7 @@ def build_repository(
     settings = settings or load_settings()
     strict = strict_mode() if strict is None else strict
     catalog = load_catalog(
-        [settings.playbooks_dir], templates_dir=settings.templates_dir, check_expressions=strict
+        playbook_sources(settings), templates_dir=settings.templates_dir, check_expressions=strict
     )
     if strict and catalog.problems:
         raise SpecError(catalog.problems)

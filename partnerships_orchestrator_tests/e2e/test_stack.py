@@ -94,7 +94,14 @@ def product(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Product]:
     )
     log = (base / "up.log").open("wb")
     process = subprocess.Popen(
-        [str(BIN / "partnerships"), "up", "--port", str(port)],
+        [
+            str(BIN / "partnerships"),
+            "up",
+            "--port",
+            str(port),
+            "--api-port",
+            str(_free_port()),
+        ],
         cwd=ROOT,
         env=env,
         stdout=log,
@@ -214,7 +221,7 @@ def test_killing_the_parent_during_start_up_stops_every_process(tmp_path):
     env = {k: v for k, v in os.environ.items() if k != "DAGSTER_HOME"}
     env.update(PARTNERSHIPS_HOME=str(tmp_path / "home"), PARTNERSHIPS_PLAYBOOKS=str(playbooks))
     marker = f"PARTNERSHIPS_HOME={tmp_path / 'home'}"
-    command = f"'{BIN / 'partnerships'}' up --no-seed --port {_free_port()} > '{tmp_path}/up.log' 2>&1 & wait"
+    command = f"'{BIN / 'partnerships'}' up --no-seed --port {_free_port()} --api-port {_free_port()} > '{tmp_path}/up.log' 2>&1 & wait"
     parent = subprocess.Popen(["bash", "-c", command], env=env, cwd=ROOT, start_new_session=True)
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline and len(processes_with(marker)) < 3:

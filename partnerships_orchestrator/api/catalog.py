@@ -1,0 +1,178 @@
+"""The playbooks the API serves: `playbooks/` files and the playbook store, loaded as one
+catalog by the same loader and validator as the CLI, reloaded when either source changes."""
+
+from __future__ import annotations
+
+import re
+import tempfile
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+
+from partnerships_orchestrator.api.body_limits import StrictJSONError, strict_json
+from partnerships_orchestrator.settings import Settings
+from partnerships_orchestrator.spec.loader import Catalog, discover, load_catalog
+from partnerships_orchestrator.spec.models import ID_PATTERN, Playbook
+from partnerships_orchestrator.spec.problems import ROOT, SpecError, SpecProblem
+from partnerships_orchestrator.spec.validate import DocumentModel
+from partnerships_orchestrator.store.playbook_store import FORMATS, PlaybookStore, playbook_sources
+
+REQUEST_FILE = "<request body>"
+
+
+@dataclass(frozen=True)
+class Entry:
+    """A valid document and where it lives: `file` (read-only, from git) or `store` (the API's)."""
+
+    model: DocumentModel
+    file: str
+    origin: str
+
+
+class PlaybookCatalog:
+    """A cached catalog of both sources; ``entries()`` reloads only after a change."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.store = PlaybookStore(settings.state_url)
+        self._lock = threading.Lock()
+        self._fingerprint: object = None
+        self._catalog = Catalog()
+        self._entries: dict[str, Entry] = {}
+
+    def _current_fingerprint(self) -> object:
+        files = []
+        for path in discover([self.settings.playbooks_dir]):
+            try:
+                stat = path.stat()
+            except OSError:
+                continue
+            files.append((str(path), stat.st_mtime_ns, stat.st_size))
+        return (self.store.version(), tuple(files))
+
+    def refresh(self) -> None:
+        fingerprint = self._current_fingerprint()
+        with self._lock:
+            if fingerprint == self._fingerprint:
+                return
+            catalog = load_catalog(
+                playbook_sources(self.settings), templates_dir=self.settings.templates_dir
+            )
+            store_dir = str(self.settings.playbook_store_dir)
+            self._entries = {
+                doc.model.id: Entry(
+                    doc.model, doc.file, "store" if doc.file.startswith(store_dir) else "file"
+                )
+                for doc in catalog.documents
+            }
+            self._catalog = catalog
+            self._fingerprint = fingerprint
+
+    def entries(self) -> dict[str, Entry]:
+        self.refresh()
+        return self._entries
+
+    def entry(self, playbook_id: str) -> Entry | None:
+        return self.entries().get(playbook_id)
+
+    def file_backed(self, playbook_id: str) -> str | None:
+        """The `playbooks/` file defining this id (valid or not), if any."""
+        self.refresh()
+        entry = self._entries.get(playbook_id)
+        if entry and entry.origin == "file":
+            return entry.file
+        for file in self._catalog.invalid_files:
+            if (
+                not file.startswith(str(self.settings.playbook_store_dir))
+                and Path(file).stem == playbook_id
+            ):
+                return file
+        return None
+
+    def check(self, text: str, fmt: str, expected_id: str | None) -> Playbook:
+        """Validate a playbook document as it would stand in a file, against everything else
+        loaded (ids, datasets, connections, templates); :class:`SpecError` lists its problems."""
+        parsed_id = document_id(text, fmt)
+        if expected_id is not None and parsed_id is not None and parsed_id != expected_id:
+            raise SpecError(
+                [
+                    SpecProblem(
+                        REQUEST_FILE,
+                        1,
+                        1,
+                        "id",
+                        f"the document's id `{parsed_id}` differs from `{expected_id}` in the URL",
+                        hint=f"set `id: {expected_id}` or send it to /playbooks/{parsed_id}",
+                    )
+                ]
+            )
+        own_id = expected_id or parsed_id
+        if own_id is not None and not re.fullmatch(ID_PATTERN, own_id):
+            own_id = None  # the validator names the bad id; the file just needs a safe name
+        store_dir = self.settings.playbook_store_dir
+        self.store.export(store_dir)
+        others = [
+            path
+            for path in sorted(store_dir.iterdir())
+            if path.is_file() and not path.name.startswith(".") and path.stem != own_id
+        ]
+        with tempfile.TemporaryDirectory(prefix="playbook-check-") as folder:
+            candidate = Path(folder) / f"{own_id or 'document'}{FORMATS[fmt]}"
+            candidate.write_text(text, encoding="utf-8")
+            catalog = load_catalog(
+                [self.settings.playbooks_dir, *others, candidate],
+                templates_dir=self.settings.templates_dir,
+            )
+            mine = catalog.invalid_files.get(str(candidate), [])
+            problems = [_renamed(p, str(candidate)) for p in mine]
+            documents = [d for d in catalog.documents if d.file == str(candidate)]
+            if (
+                not problems
+                and mine == []
+                and str(candidate) not in [d.file for d in catalog.documents]
+            ):
+                clash = [p for p in catalog.problems if own_id and own_id in p.message]
+                problems = [_renamed(p, str(candidate)) for p in clash] or [
+                    SpecProblem(REQUEST_FILE, 1, 1, ROOT, "the document defines nothing")
+                ]
+        if problems:
+            raise SpecError(problems)
+        if len(documents) != 1 or not isinstance(documents[0].model, Playbook):
+            kinds = ", ".join(d.model.kind for d in documents) or "none"
+            raise SpecError(
+                [
+                    SpecProblem(
+                        REQUEST_FILE,
+                        1,
+                        1,
+                        "kind",
+                        f"send exactly one playbook document, got: {kinds}",
+                        hint="other kinds (datasets, syncs, connections) live in `playbooks/` files",
+                    )
+                ]
+            )
+        return documents[0].model
+
+
+def _renamed(problem: SpecProblem, file: str) -> SpecProblem:
+    if problem.file != file:
+        return problem
+    return SpecProblem(
+        REQUEST_FILE, problem.line, problem.column, problem.path, problem.message, problem.hint
+    )
+
+
+def document_id(text: str, fmt: str) -> str | None:
+    """The `id` a document claims, if it parses (the validator reports it when it does not)."""
+    try:
+        data = (
+            strict_json(text.encode())
+            if fmt == "json"
+            else yaml.load(text, Loader=yaml.CSafeLoader)
+        )
+    except (StrictJSONError, yaml.YAMLError):
+        return None
+    value = data.get("id") if isinstance(data, dict) else None
+    return value if isinstance(value, str) else None

@@ -1,0 +1,241 @@
+"""`/executions`: Dagster runs of playbooks, read from the Dagster instance and driven through
+the webserver (cancel, retry from failure). No copy of run state is kept here."""
+
+from __future__ import annotations
+
+import json
+import logging
+from datetime import UTC, datetime
+from typing import Annotated, Any
+
+import dagster as dg
+from dagster._core.storage.dagster_run import RunRecord
+from fastapi import APIRouter, Depends, Query, Request
+
+from partnerships_orchestrator.api.auth import role
+from partnerships_orchestrator.api.context import ApiContext, context
+from partnerships_orchestrator.api.problems import Problem, responses
+from partnerships_orchestrator.api.schemas import (
+    ExecutionAccepted,
+    ExecutionDetail,
+    ExecutionSummary,
+    Page,
+)
+from partnerships_orchestrator.compiler import naming
+from partnerships_orchestrator.store.jsonable import jsonable
+from partnerships_orchestrator.store.tokens import Token
+
+router = APIRouter(prefix="/executions", tags=["executions"])
+Ctx = Annotated[ApiContext, Depends(context)]
+Viewer = Annotated[Token, Depends(role("viewer"))]
+Operator = Annotated[Token, Depends(role("operator"))]
+
+REQUESTED_BY_TAG = "partnerships/requested_by"
+STATUSES = [s.value for s in dg.DagsterRunStatus]
+CANCELLABLE = {"QUEUED", "NOT_STARTED", "STARTING", "STARTED"}
+RETRYABLE = {"FAILURE", "CANCELED"}
+
+
+def _time(value: float | datetime | None) -> datetime | None:
+    if value is None:
+        return None
+    return value if isinstance(value, datetime) else datetime.fromtimestamp(value, UTC)
+
+
+def _summary(record: RunRecord) -> dict[str, Any]:
+    run = record.dagster_run
+    trigger = run.tags.get(naming.TRIGGER_TAG)
+    try:
+        parsed = json.loads(trigger) if trigger else None
+    except ValueError:
+        parsed = {"raw": trigger}
+    return {
+        "id": run.run_id,
+        "playbook": run.tags.get(naming.PLAYBOOK_TAG),
+        "job": run.job_name,
+        "status": run.status.value,
+        "created_at": _time(record.create_timestamp),
+        "started_at": _time(record.start_time),
+        "ended_at": _time(record.end_time),
+        "trigger": parsed if isinstance(parsed, dict) else {"value": parsed},
+        "parent_execution_id": run.parent_run_id,
+        "root_execution_id": run.root_run_id,
+    }
+
+
+def _visible_ids(ctx: ApiContext, token: Token) -> list[str]:
+    return sorted(
+        doc_id
+        for doc_id, entry in ctx.catalog.entries().items()
+        if entry.model.kind == "playbook" and token.sees(entry.model.owners)
+    )
+
+
+def visible_run(ctx: ApiContext, token: Token, run_id: str) -> RunRecord:
+    """The run, if it is a playbook run the caller's teams own; 404 otherwise."""
+    records = (
+        ctx.instance.get_run_records(dg.RunsFilter(run_ids=[run_id]), limit=1) if run_id else []
+    )
+    missing = Problem(404, "not-found", f"no execution `{run_id}` visible to this token")
+    if not records:
+        raise missing
+    run = records[0].dagster_run
+    playbook = run.tags.get(naming.PLAYBOOK_TAG)
+    if playbook is None:
+        raise missing
+    entry = ctx.catalog.entry(playbook)
+    owners = (
+        list(entry.model.owners)
+        if entry is not None
+        else [o for o in run.tags.get(naming.OWNERS_TAG, "").split(",") if o]
+    )
+    if not token.sees(owners):
+        raise missing
+    return records[0]
+
+
+@router.get("", response_model=Page[ExecutionSummary], responses=responses(401, 404, 422, 429))
+def list_executions(
+    ctx: Ctx,
+    token: Viewer,
+    playbook: Annotated[str | None, Query(description="Only this playbook's runs.")] = None,
+    status: Annotated[
+        list[str] | None, Query(description=f"Run statuses: {', '.join(STATUSES)}.")
+    ] = None,
+    created_after: Annotated[datetime | None, Query()] = None,
+    created_before: Annotated[datetime | None, Query()] = None,
+    cursor: Annotated[str | None, Query(description="`next_cursor` of the previous page.")] = None,
+    limit: Annotated[int, Query(ge=1, le=200)] = 50,
+) -> dict[str, Any]:
+    """Runs of the playbooks the caller's teams own, newest first."""
+    for value in status or []:
+        if value not in STATUSES:
+            raise Problem(
+                422, "invalid-request", f"unknown status {value!r}; one of {', '.join(STATUSES)}"
+            )
+    ids = _visible_ids(ctx, token)
+    if playbook is not None:
+        if playbook not in ids:
+            raise Problem(404, "not-found", f"no playbook `{playbook}` visible to this token")
+        ids = [playbook]
+    if not ids:
+        return {"items": [], "total": 0, "next_cursor": None}
+    filters = dg.RunsFilter(
+        tags={naming.PLAYBOOK_TAG: ids},
+        statuses=[dg.DagsterRunStatus(s) for s in status or []],
+        created_after=created_after,
+        created_before=created_before,
+    )
+    if cursor is not None and not ctx.instance.get_run_records(
+        dg.RunsFilter(run_ids=[cursor]), limit=1
+    ):
+        raise Problem(422, "invalid-request", f"unknown cursor {cursor!r}")
+    records = ctx.instance.get_run_records(filters, limit=limit, cursor=cursor)
+    more = len(records) == limit
+    return {
+        "items": [_summary(r) for r in records],
+        "total": None,
+        "next_cursor": records[-1].dagster_run.run_id if more else None,
+    }
+
+
+@router.get("/{run_id}", response_model=ExecutionDetail, responses=responses(401, 404, 429))
+def get_execution(
+    ctx: Ctx,
+    token: Viewer,
+    run_id: str,
+    logs: Annotated[
+        int, Query(ge=0, le=5000, description="At most this many log lines (newest).")
+    ] = 200,
+) -> dict[str, Any]:
+    """A run: status, timing, each step's status and attempts, log lines, messages sent and
+    dead letters."""
+    record = visible_run(ctx, token, run_id)
+    run = record.dagster_run
+    steps = [
+        {
+            "key": s.step_key,
+            "status": s.status.value if s.status else None,
+            "attempts": s.attempts or 1,
+            "started_at": _time(s.start_time),
+            "ended_at": _time(s.end_time),
+        }
+        for s in ctx.instance.get_run_step_stats(run_id)
+    ]
+    lines = []
+    for event in ctx.instance.all_logs(run_id)[-logs:] if logs else []:
+        lines.append(
+            {
+                "at": _time(event.timestamp),
+                "level": logging.getLevelName(event.level),
+                "step": event.step_key,
+                "event": event.dagster_event.event_type_value if event.dagster_event else None,
+                "message": event.user_message
+                or (
+                    event.dagster_event.message
+                    if event.dagster_event and event.dagster_event.message
+                    else ""
+                ),
+            }
+        )
+    root = run.root_run_id or run.run_id
+    sent = [
+        jsonable({k: v for k, v in d.items() if k != "receipt"})
+        for d in ctx.state.deliveries(run_id=root)
+        if d["run_id"] == run_id and d["status"] == "sent"
+    ]
+    letters = [jsonable(d) for d in ctx.state.dead_letters(run_id=run_id)]
+    return {
+        **_summary(record),
+        "steps": steps,
+        "logs": lines,
+        "messages_sent": sent,
+        "dead_letters": letters,
+    }
+
+
+@router.post(
+    "/{run_id}/cancel",
+    status_code=202,
+    response_model=ExecutionAccepted,
+    responses=responses(401, 403, 404, 409, 429),
+)
+def cancel_execution(request: Request, ctx: Ctx, token: Operator, run_id: str) -> dict[str, Any]:
+    """Cancel a queued or running execution."""
+    run = visible_run(ctx, token, run_id).dagster_run
+    request.state.playbook = run.tags.get(naming.PLAYBOOK_TAG)
+    if run.status.value not in CANCELLABLE:
+        raise Problem(
+            409,
+            "conflict",
+            f"execution `{run_id}` is {run.status.value}; only queued or running ones can be cancelled",
+        )
+    ctx.webserver.terminate(run_id)
+    return {
+        "execution_id": run_id,
+        "playbook": run.tags.get(naming.PLAYBOOK_TAG, ""),
+        "status": "CANCELING",
+    }
+
+
+@router.post(
+    "/{run_id}/retry",
+    status_code=202,
+    response_model=ExecutionAccepted,
+    responses=responses(401, 403, 404, 409, 429),
+)
+def retry_execution(request: Request, ctx: Ctx, token: Operator, run_id: str) -> dict[str, Any]:
+    """Re-execute from failure: steps that succeeded don't run again, and messages already
+    delivered are not sent again."""
+    run = visible_run(ctx, token, run_id).dagster_run
+    playbook = run.tags.get(naming.PLAYBOOK_TAG, "")
+    request.state.playbook = playbook
+    if run.status.value not in RETRYABLE:
+        raise Problem(
+            409,
+            "conflict",
+            f"execution `{run_id}` is {run.status.value}; only failed or cancelled ones can be retried",
+        )
+    new_id = ctx.webserver.reexecute_from_failure(run_id, {REQUESTED_BY_TAG: token.id})
+    request.state.execution = new_id
+    return {"execution_id": new_id, "playbook": playbook, "status": "QUEUED"}
