@@ -17,9 +17,12 @@ import dagster as dg
 import sqlalchemy as sa
 
 from partnerships_orchestrator.compiler import naming
-from partnerships_orchestrator.spec.models import Schedule, Sync
+from partnerships_orchestrator.spec.models import Check, Dataset, Metrics, Report, Schedule, Sync
+from partnerships_orchestrator.spec.validate import asset_upstreams
 
 SYNC_GROUP = "crm"
+DATASET_GROUP = "datasets"
+WAREHOUSE_GROUP = "warehouse"
 PREVIEW_ROWS = 10
 
 
@@ -33,7 +36,7 @@ class SyncConfig(dg.Config):
 class AssetBundle:
     """What the asset documents compile to."""
 
-    assets: list[dg.AssetsDefinition] = field(default_factory=list)
+    assets: list[Any] = field(default_factory=list)  # AssetsDefinition or AssetSpec
     jobs: list[Any] = field(default_factory=list)
     schedules: list[dg.ScheduleDefinition] = field(default_factory=list)
 
@@ -244,6 +247,191 @@ def _sync_checks(engine: sa.Engine, table: str, expected: list[str]) -> list[dg.
     ]
 
 
+# ---------------------------------------------------------------- datasets
+
+
+def automation(schedule: Schedule | None) -> dg.AutomationCondition | None:
+    """Follow the upstreams (eager) unless the document has its own schedule. Warehouse tables
+    that no asset makes are never materialized: they do not hold an update back."""
+    if schedule is not None:
+        return None
+    return dg.AutomationCondition.eager().ignore(dg.AssetSelection.groups(WAREHOUSE_GROUP))
+
+
+def upstream_keys(model: Dataset | Metrics | Report) -> list[dg.AssetKey]:
+    """Keys of what the document reads: assets of the folder and warehouse tables."""
+    return [naming.asset_key(name) for name in asset_upstreams(model)]
+
+
+def dataset_assets(dataset: Dataset) -> AssetBundle:
+    from partnerships_orchestrator.assets.checks import check_names
+
+    key = naming.asset_key(dataset.id)
+    table = naming.asset_name(dataset.id)
+    names = check_names(dataset.checks)
+    specs = [
+        dg.AssetCheckSpec(
+            name,
+            asset=key,
+            description=_check_description(check),
+            blocking=check.blocking,
+        )
+        for name, check in zip(names, dataset.checks, strict=True)
+    ]
+
+    @dg.asset(
+        key=key,
+        deps=upstream_keys(dataset),
+        group_name=DATASET_GROUP,
+        kinds={"sql", "table"},
+        description=(dataset.description or dataset.name or dataset.id)
+        + f"\n\nWarehouse table `{table}`, rebuilt from:\n\n```sql\n{dataset.sql.strip()}\n```",
+        required_resource_keys={"partnerships"},
+        check_specs=specs,
+        automation_condition=automation(dataset.schedule),
+        tags=dict(dataset.tags),
+        owners=[f"team:{o}" for o in dataset.owners] or None,
+        metadata={"document": dataset.id, "table": table},
+    )
+    def _dataset(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
+        from partnerships_orchestrator.assets.checks import run_check
+        from partnerships_orchestrator.assets.dataset import build_table
+
+        engine = context.resources.partnerships.warehouse()
+        built = build_table(engine, table, dataset.sql)
+        context.log.info(f"{dataset.id}: {built.rows:,} rows into `{table}`")
+        results = []
+        for name, check in zip(names, dataset.checks, strict=True):
+            outcome = run_check(engine, table, built.columns, check)
+            results.append(
+                dg.AssetCheckResult(
+                    check_name=name,
+                    passed=outcome.passed,
+                    severity=_severity(check.severity),
+                    description=outcome.description,
+                    metadata=outcome.metadata,
+                )
+            )
+        return dg.MaterializeResult(
+            metadata={
+                "dagster/row_count": built.rows,
+                "dagster/column_schema": column_schema(engine, table),
+                "duration_seconds": round(built.duration_seconds, 3),
+                "preview": dg.MetadataValue.md(preview(engine, table)),
+            },
+            check_results=results,
+        )
+
+    bundle = AssetBundle(assets=[_dataset])
+    bundle.add(scheduled(dataset.id, [key], dataset.schedule, "dataset"))
+    return bundle
+
+
+def _severity(severity: str) -> dg.AssetCheckSeverity:
+    return dg.AssetCheckSeverity.WARN if severity == "warn" else dg.AssetCheckSeverity.ERROR
+
+
+def _check_description(check: Check) -> str:
+    if check.type == "unique":
+        return f"`{check.column}` is unique"
+    if check.type == "not_null":
+        return f"`{check.column}` is never null"
+    if check.type == "accepted_values":
+        return f"`{check.column}` is one of {', '.join(map(str, check.values or []))}"
+    if check.type == "row_count":
+        return f"row count between {check.min or 0} and {check.max or 'any'}"
+    return f"newest `{check.column}` at most {check.max_age_hours:g} h old"
+
+
+# ---------------------------------------------------------------- metrics
+
+
+def metrics_assets(metrics: Metrics) -> AssetBundle:
+    key = naming.asset_key(metrics.id)
+    specs: list[dg.AssetCheckSpec] = []
+    for metric in metrics.metrics:
+        if metric.target is not None:
+            specs.append(
+                dg.AssetCheckSpec(
+                    f"{metric.id}_target",
+                    asset=key,
+                    description=f"`{metric.id}` reaches its target {metric.target:g} (warns)",
+                )
+            )
+        if metric.thresholds is not None:
+            specs.append(
+                dg.AssetCheckSpec(
+                    f"{metric.id}_thresholds",
+                    asset=key,
+                    description=f"`{metric.id}` within its warning / error thresholds",
+                )
+            )
+
+    @dg.asset(
+        key=key,
+        deps=upstream_keys(metrics),
+        group_name="metrics",
+        kinds={"sql"},
+        description=(metrics.description or metrics.name or metrics.id)
+        + "\n\n"
+        + "\n".join(f"- `{m.id}`: {m.description or m.sql}" for m in metrics.metrics),
+        required_resource_keys={"partnerships"},
+        check_specs=specs,
+        automation_condition=automation(metrics.schedule),
+        tags=dict(metrics.tags),
+        owners=[f"team:{o}" for o in metrics.owners] or None,
+        metadata={"document": metrics.id},
+    )
+    def _metrics(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
+        from partnerships_orchestrator.assets.metrics import compute, judge
+
+        engine = context.resources.partnerships.warehouse()
+        values = compute(engine, metrics, context.run_id)
+        metadata: dict[str, Any] = {}
+        results: list[dg.AssetCheckResult] = []
+        for metric, value in zip(metrics.metrics, values, strict=True):
+            metadata[metric.id] = (
+                dg.MetadataValue.float(value.value)
+                if value.value is not None
+                else dg.MetadataValue.null()
+            )
+            context.log.info(f"{metrics.id}.{metric.id} = {value.value}")
+            for verdict in judge(metric, value.value):
+                results.append(
+                    dg.AssetCheckResult(
+                        check_name=f"{metric.id}_{verdict.check}",
+                        passed=verdict.passed,
+                        severity=_severity(verdict.severity),
+                        description=verdict.description,
+                        metadata={"value": value.value if value.value is not None else "none"},
+                    )
+                )
+        return dg.MaterializeResult(metadata=metadata, check_results=results)
+
+    bundle = AssetBundle(assets=[_metrics])
+    bundle.add(scheduled(metrics.id, [key], metrics.schedule, "metrics"))
+    return bundle
+
+
+def warehouse_specs(documents: Sequence[Any], own: set[str]) -> list[dg.AssetSpec]:
+    """Warehouse tables that datasets read but no asset makes, shown as their sources."""
+    read = {
+        name
+        for doc in documents
+        if isinstance(doc, Dataset | Metrics | Report)
+        for name in asset_upstreams(doc)
+    }
+    return [
+        dg.AssetSpec(
+            naming.asset_key(name),
+            group_name=WAREHOUSE_GROUP,
+            kinds={"table"},
+            description=f"Warehouse table `{name}` (not made by a playbook document).",
+        )
+        for name in sorted(read - own)
+    ]
+
+
 # ---------------------------------------------------------------- the whole folder
 
 
@@ -251,10 +439,28 @@ def asset_bundle(documents: Sequence[Any], resources: Mapping[str, Any]) -> Asse
     """Every asset document of a folder compiled; a sync reads its vendor when ``resources``
     has that connection."""
     bundle = AssetBundle()
+    own = own_asset_names(documents)
     for doc in documents:
         if isinstance(doc, Sync):
             bundle.add(sync_assets(doc, connected=doc.provider in resources))
+        elif isinstance(doc, Dataset):
+            bundle.add(dataset_assets(doc))
+        elif isinstance(doc, Metrics):
+            bundle.add(metrics_assets(doc))
+    if any(isinstance(doc, Dataset | Metrics | Report) for doc in documents):
+        bundle.assets += warehouse_specs(documents, own)
     return bundle
+
+
+def own_asset_names(documents: Sequence[Any]) -> set[str]:
+    """Dagster names of the assets the documents make."""
+    names: set[str] = set()
+    for doc in documents:
+        if isinstance(doc, Sync):
+            names.update(naming.asset_name(a) for a in doc.asset_ids())
+        elif isinstance(doc, Dataset | Metrics | Report):
+            names.add(naming.asset_name(doc.id))
+    return names
 
 
 def asset_repository_data(

@@ -369,6 +369,11 @@ class Dataset(DocumentBase):
         default_factory=list,
         description="Upstream assets beyond the tables the SQL reads (e.g. read through a view).",
     )
+    sources: list[str] = Field(
+        default_factory=list,
+        description="Warehouse tables outside the product's schema that the SQL may read "
+        "(landed by other tools); any other table must be an asset or a warehouse table.",
+    )
     checks: list[Check] = Field(default_factory=list, description="Data quality checks.")
     schedule: Schedule | None = Field(
         None, description="When to refresh; without one it refreshes when its upstreams do."
@@ -439,6 +444,10 @@ class Metrics(DocumentBase):
     metrics: list[Metric] = Field(min_length=1, description="The metrics.")
     deps: list[str] = Field(
         default_factory=list, description="Upstream assets beyond the tables the SQL reads."
+    )
+    sources: list[str] = Field(
+        default_factory=list,
+        description="Warehouse tables outside the product's schema that the SQL may read.",
     )
     schedule: Schedule | None = Field(
         None, description="When to recompute; without one it follows its upstreams."

@@ -18,6 +18,7 @@ from pydantic import TypeAdapter, ValidationError
 
 from partnerships_orchestrator.spec.expression_checks import PlaybookExpressions
 from partnerships_orchestrator.spec.graph import StepGraph
+from partnerships_orchestrator.spec.lineage import SqlProblem, tables_read
 from partnerships_orchestrator.spec.models import (
     CommunicateStep,
     Connections,
@@ -104,6 +105,8 @@ def check_document(
         findings += _report_problems(model, file, index, context)
     if isinstance(model, Sync):
         findings += list(_sync_problems(model, file, index))
+    if isinstance(model, Dataset | Metrics):
+        findings += list(_sql_problems(model, file, index, context))
     if isinstance(model, Connections):
         from partnerships_orchestrator.connections import connection_problems
 
@@ -111,6 +114,57 @@ def check_document(
             Finding(file, index, p.loc, p.message, p.hint) for p in connection_problems(model)
         ]
     return findings
+
+
+def warehouse_tables() -> frozenset[str]:
+    """The tables of the product's warehouse schema (partners, deals, metric_history, ...)."""
+    from partnerships_orchestrator.warehouse import metadata
+
+    return frozenset(metadata.tables)
+
+
+def sql_reads(model: Dataset | Metrics) -> list[tuple[Loc, list[str] | SqlProblem]]:
+    """(where, tables read or the parse problem) for the dataset's SQL or each metric's."""
+    queries: list[tuple[Loc, str]] = (
+        [(("sql",), model.sql)]
+        if isinstance(model, Dataset)
+        else [(("metrics", n, "sql"), m.sql) for n, m in enumerate(model.metrics)]
+    )
+    out: list[tuple[Loc, list[str] | SqlProblem]] = []
+    for loc, sql in queries:
+        try:
+            out.append((loc, tables_read(sql)))
+        except SqlProblem as problem:
+            out.append((loc, problem))
+    return out
+
+
+def _sql_problems(
+    model: Dataset | Metrics, file: str, index: int, context: CheckContext
+) -> Iterator[Finding]:
+    """SQL that parses, reading only assets, warehouse tables and declared `sources`."""
+    known_tables = warehouse_tables() | set(model.sources)
+    for loc, read in sql_reads(model):
+        if isinstance(read, SqlProblem):
+            yield Finding(
+                file, index, loc, f"SQL does not parse: {read}", "write one SELECT (or WITH) query"
+            )
+            continue
+        for table in read:
+            if table in known_tables or context.knows_asset(table):
+                continue
+            choices = sorted({*known_tables, *(_normal(a) for a in context.asset_ids)})
+            yield Finding(
+                file,
+                index,
+                loc,
+                f"the SQL reads table `{table}`, which is neither an asset nor a warehouse table",
+                did_you_mean(table, choices, "assets and warehouse tables", always_list=True)
+                + "; list tables other tools land under `sources`",
+            )
+    for n, dep in enumerate(model.deps):
+        if not context.knows_asset(dep):
+            yield Finding(file, index, ("deps", n), *_unknown_asset(dep, context))
 
 
 def _sync_problems(sync: Sync, file: str, index: int) -> Iterator[Finding]:
@@ -579,7 +633,68 @@ def check_folder(documents: Sequence[Placed]) -> list[Finding]:
     The later document (in file order) is the one reported, so adding a file never hides a
     document that loaded before.
     """
-    return [*_duplicate_ids(documents), *_duplicate_assets(documents)]
+    return [*_duplicate_ids(documents), *_duplicate_assets(documents), *_asset_cycles(documents)]
+
+
+def asset_upstreams(model: DocumentModel) -> list[str]:
+    """The asset ids (normalised) a dataset, metrics set or report reads."""
+    if isinstance(model, Report):
+        return [_normal(d) for d in model.data]
+    if isinstance(model, Dataset | Metrics):
+        tables = [
+            t for _, read in sql_reads(model) if not isinstance(read, SqlProblem) for t in read
+        ]
+        return sorted({*(_normal(t) for t in tables), *(_normal(d) for d in model.deps)})
+    return []
+
+
+def _asset_cycles(documents: Sequence[Placed]) -> Iterator[Finding]:
+    """Datasets (metrics, reports) that read each other in a loop: one finding per member."""
+    nodes = {
+        _normal(d.model.id): d for d in documents if isinstance(d.model, Dataset | Metrics | Report)
+    }
+    edges = {name: [u for u in asset_upstreams(d.model) if u in nodes] for name, d in nodes.items()}
+    reported: set[str] = set()
+    for start in sorted(nodes):
+        cycle = _cycle_from(start, edges)
+        if not cycle or start in reported:
+            continue
+        reported.update(cycle)
+        loop = " -> ".join([*cycle, cycle[0]])
+        order = {id(d): n for n, d in enumerate(documents)}
+        doc = max((nodes[m] for m in cycle), key=lambda d: order[id(d)])  # the later one
+        loc: Loc = ("data",) if isinstance(doc.model, Report) else ("sql",)
+        if isinstance(doc.model, Metrics):
+            loc = ("metrics",)
+        yield Finding(
+            doc.file,
+            doc.index,
+            loc,
+            f"dependency cycle between assets: {loop}",
+            "an asset cannot read, directly or not, what it produces; break the loop",
+        )
+
+
+def _cycle_from(start: str, edges: dict[str, list[str]]) -> list[str] | None:
+    """A cycle through ``start`` (as the list of its members from ``start``), if any."""
+    path: list[str] = [start]
+    seen: set[str] = set()
+
+    def walk(node: str) -> list[str] | None:
+        for nxt in edges.get(node, []):
+            if nxt == start:
+                return list(path)
+            if nxt in seen:
+                continue
+            seen.add(nxt)
+            path.append(nxt)
+            found = walk(nxt)
+            if found:
+                return found
+            path.pop()
+        return None
+
+    return walk(start)
 
 
 def _duplicate_ids(documents: Sequence[Placed]) -> Iterator[Finding]:

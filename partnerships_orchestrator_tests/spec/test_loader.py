@@ -163,7 +163,9 @@ def test_json_files_hold_one_document_or_an_array_of_them(tmp_path: Path) -> Non
 
 def test_json_duplicate_keys_are_found(tmp_path: Path) -> None:
     file = write(
-        tmp_path, "dup.json", '{\n  "kind": "dataset",\n  "id": "d",\n  "id": "e",\n  "sql": "s"\n}'
+        tmp_path,
+        "dup.json",
+        '{\n  "kind": "dataset",\n  "id": "d",\n  "id": "e",\n  "sql": "select 1"\n}',
     )
     (problem,) = load_catalog([file]).problems
     assert (problem.line, problem.column, problem.message) == (
@@ -214,7 +216,6 @@ def test_aliases_share_values_across_the_document(tmp_path: Path) -> None:
     shared, other = (d.model for d in catalog.documents)
     assert shared.connections["sms"] == shared.connections["email"]  # type: ignore[union-attr]
     assert other.connections == {"email": {"provider": "outbox"}}  # type: ignore[union-attr]
-
 
 
 def test_secret_references_are_not_expanded_and_positions_stay_right(

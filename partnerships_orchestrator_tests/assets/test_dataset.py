@@ -1,0 +1,281 @@
+"""Datasets and metrics compiled from documents and materialized by Dagster on SQLite and
+PostgreSQL: lineage from the SQL, atomic replacement, each check type failing when it should,
+blocking checks stopping what is downstream, metric values and their history."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import dagster as dg
+import pytest
+import sqlalchemy as sa
+
+from partnerships_orchestrator.compiler.location import build_repository
+from partnerships_orchestrator.demo import seed_demo_data
+from partnerships_orchestrator.settings import load_settings
+from partnerships_orchestrator.spec.lineage import SqlProblem, tables_read
+
+Materialize = Callable[..., dg.ExecuteInProcessResult]
+
+
+@pytest.mark.parametrize(
+    ("sql", "tables"),
+    [
+        ("select * from partners", ["partners"]),
+        (
+            "with recent as (select * from deals where updated_at > '2024-01-01') "
+            "select p.id, count(r.id) from partners p left join recent r on r.partner_id = p.id "
+            "group by p.id",
+            ["deals", "partners"],
+        ),
+        (
+            "select id, (select count(*) from contacts c where c.partner_id = p.id) as people "
+            "from partners p where p.id in (select partner_id from event_attendance)",
+            ["contacts", "event_attendance", "partners"],
+        ),
+        (
+            "select * from (select partner_id, sum(amount) as total from hubspot_deals group by 1) t",
+            ["hubspot_deals"],
+        ),
+        (
+            "with a as (select * from b_source), b as (select * from a) select * from b",
+            ["b_source"],
+        ),
+        ("select * from analytics.partners", ["partners"]),
+    ],
+    ids=["table", "cte", "subqueries", "derived_table", "chained_ctes", "qualified"],
+)
+def test_lineage_reads_through_ctes_and_subqueries(sql: str, tables: list[str]) -> None:
+    assert tables_read(sql) == tables
+
+
+@pytest.mark.parametrize(
+    ("sql", "message"),
+    [
+        ("select id, from where", "Expected table name but got `where`"),
+        ("delete from partners", "found DELETE"),
+        ("select 1; select 2", "found 2"),
+    ],
+)
+def test_lineage_refuses_what_is_not_one_query(sql: str, message: str) -> None:
+    with pytest.raises(SqlProblem, match=message):
+        tables_read(sql)
+
+
+@pytest.fixture
+def materialize(
+    tmp_path: Path, warehouse_url: str, warehouse: sa.Engine, monkeypatch: pytest.MonkeyPatch
+) -> Materialize:
+    """Write documents to a playbooks folder, build the code location and materialize."""
+    monkeypatch.setenv("PARTNER_WAREHOUSE_URL", warehouse_url)
+    seed_demo_data(warehouse, partners=60)
+    folder = tmp_path / "playbooks"
+    folder.mkdir()
+    instance = dg.DagsterInstance.ephemeral()
+
+    def repository() -> dg.RepositoryDefinition:
+        return build_repository(load_settings(folder, tmp_path / "home"), strict=True)
+
+    def run(documents: str, *select: str) -> dg.ExecuteInProcessResult:
+        (folder / "assets.yaml").write_text(documents)
+        repo = repository()
+        job = repo.get_implicit_global_asset_job_def()
+        if select:
+            job = job.get_subset(asset_selection={dg.AssetKey(k) for k in select})
+        return job.execute_in_process(instance=instance, raise_on_error=False)
+
+    run.repository = repository  # type: ignore[attr-defined]
+    return run
+
+
+def scalar(engine: sa.Engine, sql: str) -> Any:
+    with engine.connect() as conn:
+        return conn.execute(sa.text(sql)).scalar()
+
+
+TIER_COUNTS = """
+kind: dataset
+id: partners-by-tier
+sql: |
+  with live as (select * from partners where status != 'churned')
+  select tier, count(*) as partners, max(updated_at) as newest
+  from live group by tier
+checks:
+  - {type: unique, column: tier}
+  - {type: not_null, column: partners}
+  - {type: accepted_values, column: tier, values: [gold, silver, bronze]}
+  - {type: row_count, min: 1, max: 3}
+  - {type: freshness, column: newest, max_age_hours: 100000}
+---
+kind: dataset
+id: top_tier
+sql: select * from partners_by_tier where tier = 'gold'
+"""
+
+
+def test_dataset_materializes_with_lineage_metadata_and_passing_checks(
+    materialize: Materialize, warehouse: sa.Engine
+) -> None:
+    result = materialize(TIER_COUNTS)
+    assert result.success
+    materialized = {
+        e.asset_key.to_user_string(): e.materialization.metadata
+        for e in result.get_asset_materialization_events()
+    }
+    assert set(materialized) == {"partners_by_tier", "top_tier"}
+    expected = scalar(
+        warehouse, "select count(distinct tier) from partners where status != 'churned'"
+    )
+    assert materialized["partners_by_tier"]["dagster/row_count"].value == expected
+    schema = materialized["partners_by_tier"]["dagster/column_schema"].value
+    assert [c.name for c in schema.columns] == ["tier", "partners", "newest"]
+    assert scalar(warehouse, "select sum(partners) from partners_by_tier") == scalar(
+        warehouse, "select count(*) from partners where status != 'churned'"
+    )
+    checks = {e.check_name: e.passed for e in result.get_asset_check_evaluations()}
+    assert checks == {
+        "unique_tier": True,
+        "not_null_partners": True,
+        "accepted_values_tier": True,
+        "row_count": True,
+        "freshness_newest": True,
+    }
+    repo = materialize.repository()  # type: ignore[attr-defined]  # lineage from the SQL
+    node = repo.asset_graph.get(dg.AssetKey("top_tier"))
+    assert dg.AssetKey("partners_by_tier") in node.parent_keys
+    assert (
+        dg.AssetKey("partners") in repo.asset_graph.get(dg.AssetKey("partners_by_tier")).parent_keys
+    )
+
+
+@pytest.mark.parametrize(
+    ("check", "message"),
+    [
+        ("{type: unique, column: region}", "appear more than once"),
+        ("{type: not_null, column: website}", "row(s) have no `website`"),
+        ("{type: accepted_values, column: tier, values: [gold]}", "outside `gold`"),
+        ("{type: row_count, min: 100000}", "expected between 100000"),
+        ("{type: row_count, max: 2}", "expected between 0 and 2"),
+        ("{type: freshness, column: created_at, max_age_hours: 0.001}", "h old"),
+        ("{type: not_null, column: no_such_column}", "column `no_such_column` is not produced"),
+    ],
+    ids=[
+        "unique",
+        "not_null",
+        "accepted_values",
+        "row_count_min",
+        "row_count_max",
+        "freshness",
+        "unknown_column",
+    ],
+)
+def test_each_check_type_fails_when_it_should(
+    materialize: Materialize, warehouse: sa.Engine, check: str, message: str
+) -> None:
+    with warehouse.begin() as conn:  # some partners have no website
+        conn.execute(sa.text("update partners set website = null where tier = 'bronze'"))
+    documents = f"""
+kind: dataset
+id: checked
+sql: select id, tier, region, website, created_at from partners
+checks: [{check}]
+"""
+    result = materialize(documents)
+    assert result.success  # a failing non-blocking check does not fail the run
+    (evaluation,) = result.get_asset_check_evaluations()
+    assert not evaluation.passed
+    assert message in (evaluation.description or "")
+
+
+BLOCKED = """
+kind: dataset
+id: upstream_table
+sql: select id, tier from partners
+checks:
+  - {type: accepted_values, column: tier, values: [gold], blocking: true}
+---
+kind: dataset
+id: downstream_table
+sql: select count(*) as n from upstream_table
+"""
+
+
+def test_blocking_check_stops_downstream_assets(materialize: Materialize) -> None:
+    result = materialize(BLOCKED)
+    assert not result.success
+    assert [e.asset_key.to_user_string() for e in result.get_asset_materialization_events()] == [
+        "upstream_table"
+    ]
+    warned = materialize(BLOCKED.replace("blocking: true", "blocking: true, severity: warn"))
+    assert warned.success  # a warning never blocks
+    assert {e.asset_key.to_user_string() for e in warned.get_asset_materialization_events()} == {
+        "upstream_table",
+        "downstream_table",
+    }
+
+
+def test_failed_rebuild_keeps_the_previous_table_whole(
+    materialize: Materialize, warehouse: sa.Engine
+) -> None:
+    good = (
+        "kind: dataset\nid: gold_partners\nsql: select id, name from partners where tier = 'gold'\n"
+    )
+    assert materialize(good).success
+    before = scalar(warehouse, "select count(*) from gold_partners")
+    broken = good.replace("select id, name", "select id, name, 1 / 0 as boom, missing_column")
+    assert not materialize(broken).success
+    assert scalar(warehouse, "select count(*) from gold_partners") == before
+    leftovers = [t for t in sa.inspect(warehouse).get_table_names() if "__building_" in t]
+    assert leftovers == []
+
+
+METRICS = """
+kind: metrics
+id: partner-health
+metrics:
+  - {id: active_partners, sql: "select count(*) from partners where status = 'active'", target: 100000}
+  - id: gold_share
+    sql: "select 1.0 * sum(case when tier = 'gold' then 1 else 0 end) / count(*) from partners"
+    thresholds: {warn: 0.9, error: 0.0}
+  - id: churned
+    sql: "select count(*) from partners where status = 'churned'"
+    higher_is_better: false
+    thresholds: {warn: 100, error: 0}
+  - {id: nothing, sql: "select sum(amount) from deals where amount < 0"}
+"""
+
+
+def test_metrics_record_values_history_and_severities(
+    materialize: Materialize, warehouse: sa.Engine
+) -> None:
+    first = materialize(METRICS)
+    assert first.success
+    (event,) = first.get_asset_materialization_events()
+    metadata = event.materialization.metadata
+    active = scalar(warehouse, "select count(*) from partners where status = 'active'")
+    churned = scalar(warehouse, "select count(*) from partners where status = 'churned'")
+    assert metadata["active_partners"].value == active
+    assert metadata["churned"].value == churned
+    assert metadata["nothing"].value is None
+    checks = {e.check_name: (e.passed, e.severity) for e in first.get_asset_check_evaluations()}
+    assert checks == {
+        "active_partners_target": (False, dg.AssetCheckSeverity.WARN),
+        "gold_share_thresholds": (False, dg.AssetCheckSeverity.WARN),
+        "churned_thresholds": (churned == 0, dg.AssetCheckSeverity.ERROR),
+    }
+    assert materialize(METRICS).success
+    with warehouse.connect() as conn:
+        history = conn.execute(
+            sa.text(
+                "select metric, count(*), count(distinct run_id) from metric_history "
+                "where metrics_set = 'partner-health' group by metric order by metric"
+            )
+        ).all()
+    assert [tuple(r) for r in history] == [
+        ("active_partners", 2, 2),
+        ("churned", 2, 2),
+        ("gold_share", 2, 2),
+        ("nothing", 2, 2),
+    ]
