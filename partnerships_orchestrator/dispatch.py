@@ -20,15 +20,22 @@ refuses, so the request never leaves.
 
 from __future__ import annotations
 
+import contextvars
+import time
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
 from partnerships_orchestrator.connectors.channel import ChannelProvider, Message, Receipt
+from partnerships_orchestrator.connectors.delivery import batches
 from partnerships_orchestrator.connectors.departure import (
+    Cancellation,
     NotSent,
+    cancellable,
     carrying,
     check_cancelled,
+    current_cancellation,
     watching,
 )
 from partnerships_orchestrator.errors import ConnectorError, DeliveryError
@@ -36,6 +43,7 @@ from partnerships_orchestrator.store.state import DeliveryKey, StateStore
 
 Status = Literal["sent", "already_sent", "unknown", "failed", "not_sent"]
 OUTCOME_UNKNOWN_ACTION = "outcome_unknown"
+BATCH_SIZE = 1000  # messages per batch request (SendGrid's personalizations; Mailgun's recipients)
 
 
 @dataclass(frozen=True)
@@ -55,7 +63,7 @@ class Outcome:
     delivery: Delivery
     status: Status
     receipt: dict[str, Any]
-    error: DeliveryError | None = None
+    error: Exception | None = None  # why it failed, was not sent, or is unknown right now
 
     @property
     def failed(self) -> bool:
@@ -91,21 +99,53 @@ class Dispatcher:
         self._claimed: set[DeliveryKey] = set()
 
     def deliver(
-        self, deliveries: Sequence[Delivery], *, stop_at_failure: bool = False
+        self,
+        deliveries: Sequence[Delivery],
+        *,
+        stop_at_failure: bool = False,
+        workers: int = 1,
+        timeout: float | None = None,
     ) -> list[Outcome]:
         """Send what the ledger allows and return one outcome per delivery, in order.
 
-        With ``stop_at_failure`` single sends stop at the first refusal (the rest are
-        ``not_sent``); a batch always goes out whole. An unknown outcome (a request that left
-        with no answer) dead-letters its messages, then its connector error is raised.
+        Messages with the same content share a request where the provider has a batch API.
+        ``workers`` requests go out at once (the connection's limiter paces them all);
+        ``timeout`` bounds each request's wait and send (cancelled: ``not_sent``). With
+        ``stop_at_failure`` (one worker) the requests after a refusal are ``not_sent``. A request
+        whose outcome is unknown (it left, no answer came) dead-letters its messages as
+        ``outcome_unknown``; the connector error is on their outcomes.
         """
         outcomes: dict[DeliveryKey, Outcome] = {}
         ready = self._precheck(deliveries, outcomes)
-        if len(ready) > 1 and hasattr(self.provider, "send_batch"):
-            self._send_batch(ready, outcomes)
+        groups = self._groups(ready)
+        if workers > 1 and len(groups) > 1 and not stop_at_failure:
+            with ThreadPoolExecutor(workers, thread_name_prefix="dispatch") as pool:
+                runs = [
+                    pool.submit(contextvars.copy_context().run, self._send, g, outcomes, timeout)
+                    for g in groups
+                ]
+                for run in runs:
+                    run.result()
         else:
-            self._send_each(ready, outcomes, stop_at_failure)
+            stopped = False
+            for group in groups:
+                if stopped:
+                    for d in group:
+                        outcomes[d.key] = Outcome(
+                            d, "not_sent", {**self._base(d), "status": "not_sent"}
+                        )
+                    continue
+                self._send(group, outcomes, timeout)
+                stopped = stop_at_failure and any(outcomes[d.key].failed for d in group)
+        check_cancelled()
         return [outcomes[d.key] for d in deliveries]
+
+    def _groups(self, ready: Sequence[Delivery]) -> list[list[Delivery]]:
+        """One list per request: same content together through a batch API, else one each."""
+        if len(ready) > 1 and hasattr(self.provider, "send_batch"):
+            indexes = batches([d.message for d in ready], BATCH_SIZE)
+            return [[ready[i] for i in group] for group in indexes]
+        return [[d] for d in ready]
 
     # ---------------------------------------------------------------- before the limiter
     def _precheck(
@@ -133,45 +173,48 @@ class Dispatcher:
         return ready
 
     # ---------------------------------------------------------------- sending
-    def _send_each(
-        self,
-        ready: Sequence[Delivery],
-        outcomes: dict[DeliveryKey, Outcome],
-        stop_at_failure: bool,
+    def _send(
+        self, group: list[Delivery], outcomes: dict[DeliveryKey, Outcome], timeout: float | None
     ) -> None:
-        by_message = {id(d.message): d for d in ready}
-        stopped = False
-        for delivery in ready:
-            if stopped:
-                outcomes[delivery.key] = Outcome(
-                    delivery, "not_sent", {**self._base(delivery), "status": "not_sent"}
-                )
-                continue
-            result: Receipt | DeliveryError
-            try:
-                with watching(self._claim_hook(by_message)), carrying([delivery.message]):
-                    result = self.provider.send(delivery.message)
-            except DeliveryError as exc:
-                result = exc
-            except ConnectorError:
-                self._dead_letter_unknown([delivery])
-                raise
-            outcomes[delivery.key] = self._record(delivery, result)
-            if isinstance(result, DeliveryError) and stop_at_failure:
-                stopped = True
-        check_cancelled()
-
-    def _send_batch(self, ready: Sequence[Delivery], outcomes: dict[DeliveryKey, Outcome]) -> None:
-        by_message = {id(d.message): d for d in ready}
+        """Send one request's messages and record their outcomes right after its answer."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        limit = (
+            Cancellation(deadline=deadline, reason=f"not sent within its timeout of {timeout:g} s")
+            if timeout is not None
+            else current_cancellation()
+        )
+        by_message = {id(d.message): d for d in group}
+        results: Sequence[Receipt | DeliveryError]
         try:
-            with watching(self._claim_hook(by_message)):
-                results = self.provider.send_batch([d.message for d in ready])  # type: ignore[attr-defined]
-        except ConnectorError:
-            self._dead_letter_unknown([d for d in ready if d.key in self._claimed])
-            raise
-        for delivery, result in zip(ready, results, strict=True):
-            outcomes[delivery.key] = self._record(delivery, result)
-        check_cancelled()
+            with cancellable(limit), watching(self._claim_hook(by_message)):
+                if len(group) == 1:
+                    with carrying([group[0].message]):
+                        results = [self._send_one(group[0].message)]
+                else:
+                    results = self.provider.send_batch([d.message for d in group])  # type: ignore[attr-defined]
+        except ConnectorError as exc:  # the request left and no answer came back
+            claimed = [d for d in group if d.key in self._claimed]
+            self._dead_letter_unknown(claimed)
+            for d in group:
+                status: Status = "unknown" if d in claimed else "not_sent"
+                outcomes[d.key] = Outcome(d, status, {**self._base(d), "status": status}, exc)
+            return
+        recorded = [self._outcome(d, r) for d, r in zip(group, results, strict=True)]
+        self.state.mark_sent_many(
+            [
+                (o.delivery.key, o.receipt)
+                for o in recorded
+                if o.status == "sent" and o.delivery.key in self._claimed
+            ]
+        )
+        for outcome in recorded:
+            outcomes[outcome.delivery.key] = outcome
+
+    def _send_one(self, message: Message) -> Receipt | DeliveryError:
+        try:
+            return self.provider.send(message)
+        except DeliveryError as exc:
+            return exc
 
     def _claim_hook(self, by_message: dict[int, Delivery]) -> Any:
         """The departure hook: claim the request's messages in the ledger as it leaves."""
@@ -204,7 +247,8 @@ class Dispatcher:
         return claim
 
     # ---------------------------------------------------------------- after the answer
-    def _record(self, delivery: Delivery, result: Receipt | DeliveryError) -> Outcome:
+    def _outcome(self, delivery: Delivery, result: Receipt | DeliveryError) -> Outcome:
+        """The outcome of one message; failures and unclaimed receipts are written here."""
         key, claimed = delivery.key, delivery.key in self._claimed
         if isinstance(result, DeliveryError):
             if claimed:
@@ -213,9 +257,7 @@ class Dispatcher:
             receipt = {**self._base(delivery), "status": status, "error": str(result)}
             return Outcome(delivery, status, receipt, result)
         receipt = result.as_dict()
-        if claimed:
-            self.state.mark_sent(key, receipt)
-        else:  # a provider that sent without a departure: record it now
+        if not claimed:  # a provider that sent without a departure: record it now
             self.state.record_sent(
                 key,
                 receipt,

@@ -29,7 +29,7 @@ def describe_playbook(playbook: Playbook) -> dict[str, Any]:
             {
                 "id": step.id,
                 "type": step.type,
-                "op": naming.op_name(playbook.id, step.id),
+                "node": naming.node_name(fanout or step.id),  # a fan-out runs in one node
                 "depends_on": list(graph.deps(step.id)),
                 "when": step.when,
                 "for_each": step.for_each,

@@ -16,6 +16,7 @@ from rich.live import Live
 from rich.table import Table
 
 from partnerships_orchestrator.compiler import naming
+from partnerships_orchestrator.compiler.fanout import item_statuses
 from partnerships_orchestrator.compiler.inputs import check_inputs
 from partnerships_orchestrator.compiler.job import build_job
 from partnerships_orchestrator.compiler.location import connections_of
@@ -286,6 +287,10 @@ def _summarise(
         1 for d in state.deliveries(run_id) if d["run_id"] == run_id and d["status"] == "sent"
     )
     steps = {k: v for k, v in watcher.status.items() if "[" in k or v != "pending"}
+    per_item = item_statuses(playbook, result)  # a fan-out's steps run per item in one op
+    for key in per_item:
+        steps.pop(key.partition("[")[0], None)
+    steps.update(per_item)
     for step in playbook.steps:  # a mapped step that never ran per item shows as skipped
         if steps.get(step.id) == "pending" or (
             step.id not in steps and not any(k.startswith(f"{step.id}[") for k in steps)
@@ -311,7 +316,7 @@ def _leaf_outputs(playbook: Playbook, result: dg.ExecuteInProcessResult) -> dict
         if graph.dependents(step.id) or graph.fanout_of(step.id):
             continue
         try:
-            scope = result.output_for_node(naming.op_name(playbook.id, step.id))
+            scope = result.output_for_node(naming.node_name(step.id))
         except Exception:  # the step produced no output (skipped or failed)  # noqa: BLE001
             continue
         outputs[step.id] = scope["steps"][step.id]["output"]

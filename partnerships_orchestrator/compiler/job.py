@@ -1,7 +1,9 @@
 """Compile a playbook into a Dagster job: one op per step, edges from `depends_on`.
 
-Steps with no path between them run in parallel; a `for_each` step and every step that needs it
-run once per item (Dagster dynamic mapping) until a `collect: true` step gathers them.
+Steps with no path between them run in parallel. A `for_each` step and every step that needs it,
+until a `collect: true` step gathers them, run once per item inside one op (``fanout.py``).
+Each node of the job's graph is named by its step id; op definitions stay namespaced by playbook,
+since op names are global in a code location.
 """
 
 from __future__ import annotations
@@ -12,13 +14,13 @@ from typing import Any
 import dagster as dg
 
 from partnerships_orchestrator.compiler import naming
+from partnerships_orchestrator.compiler.fanout import RegionPlan, build_region_op
 from partnerships_orchestrator.compiler.inputs import config_schema
 from partnerships_orchestrator.compiler.ops import (
     DEFAULT_POLICY,
     RESOURCE_KEY,
     Edge,
     StepPlan,
-    build_fanout_op,
     build_step_op,
 )
 from partnerships_orchestrator.connections import CHANNELS
@@ -101,24 +103,45 @@ def _fanout_plan(playbook: Playbook, graph: StepGraph, step: StepBase) -> StepPl
     )
 
 
+def _regions(
+    playbook: Playbook, graph: StepGraph, plans: Mapping[str, StepPlan]
+) -> dict[str, RegionPlan]:
+    """Each `for_each` step with the steps mapped under it, and what they need from outside."""
+    regions: dict[str, RegionPlan] = {}
+    for step in playbook.steps:
+        if not step.for_each:
+            continue
+        members = tuple(plans[s] for s in graph.order if graph.fanout_of(s) == step.id)
+        ids = {m.step.id for m in members}
+        source = _fanout_plan(playbook, graph, step)
+        inputs = {e.input: e for e in source.edges}
+        for member in members:
+            for edge in member.edges:
+                if edge.how == "plain" and edge.step not in ids:
+                    inputs.setdefault(edge.input, Edge(edge.input, edge.step))
+        regions[step.id] = RegionPlan(source=source, members=members, inputs=tuple(inputs.values()))
+    return regions
+
+
 def _compose(
     playbook: Playbook, graph: StepGraph, plans: Mapping[str, StepPlan]
 ) -> dg.GraphDefinition:
-    """Wire the ops with a composition function, one fan-out region per `for_each`."""
-    ops = {sid: build_step_op(plan) for sid, plan in plans.items()}
-    fanout_ops = {
-        s.id: build_fanout_op(_fanout_plan(playbook, graph, s))
-        for s in playbook.steps
-        if s.for_each
+    """Wire the ops with a composition function: one node per step, named by its id, and one
+    node per fan-out region (named by its `for_each` step) that runs the region for every item."""
+    regions = _regions(playbook, graph, plans)
+    in_region = {m.step.id for r in regions.values() for m in r.members}
+    ops = {
+        sid: build_step_op(plan).alias(naming.node_name(sid))
+        for sid, plan in plans.items()
+        if sid not in in_region
     }
-    regions: dict[str, list[str]] = {f: [] for f in fanout_ops}
-    for sid in graph.order:
-        fanout = graph.fanout_of(sid)
-        if fanout:
-            regions[fanout].append(sid)
+    region_ops = {
+        sid: build_region_op(region).alias(naming.node_name(sid)) for sid, region in regions.items()
+    }
+    members = {sid: [m.step.id for m in region.members] for sid, region in regions.items()}
 
     def compose() -> None:
-        done: dict[str, Any] = {}  # step id -> output handle (dynamic for mapped steps)
+        done: dict[str, Any] = {}  # step id -> output handle (a list of item scopes in a region)
         bases: dict[str, Any] = {}
         pending = list(graph.order)
         while pending:
@@ -127,12 +150,14 @@ def _compose(
                 fanout = graph.fanout_of(sid)
                 if fanout and fanout != sid:
                     continue  # built with its region
-                needed = _needs(fanout if fanout else sid, regions, graph)
-                if not needed.issubset(done):
+                if not _needs(fanout if fanout else sid, members, graph).issubset(done):
                     continue
                 if fanout == sid:
-                    _build_region(sid, regions[sid], done, bases, fanout_ops, ops, plans, graph)
-                    for member in regions[sid]:
+                    region = regions[sid]
+                    outs = region_ops[sid](**{e.input: done[e.step] for e in region.inputs})
+                    bases[sid] = getattr(outs, naming.REGION_SCOPE_OUTPUT)
+                    for member in members[sid]:
+                        done[member] = getattr(outs, naming.region_output_name(member))
                         pending.remove(member)
                 else:
                     done[sid] = _invoke(ops[sid], plans[sid], done, bases)
@@ -154,48 +179,18 @@ def _needs(sid: str, regions: Mapping[str, list[str]], graph: StepGraph) -> set[
 
 
 def _invoke(
-    op: dg.OpDefinition,
+    op: Any,
     plan: StepPlan,
     done: Mapping[str, Any],
     bases: Mapping[str, Any],
-    item: Any = None,
 ) -> Any:
     kwargs = {}
     for edge in plan.edges:
-        if edge.how == "item":
-            kwargs[edge.input] = item
-        elif edge.how == "base":
+        if edge.how == "base":
             kwargs[edge.input] = bases[edge.step]
-        elif edge.how == "collected":
-            kwargs[edge.input] = done[edge.step].collect()
         else:
             kwargs[edge.input] = done[edge.step]
     return op(**kwargs)
-
-
-def _build_region(
-    fanout: str,
-    members: list[str],
-    done: dict[str, Any],
-    bases: dict[str, Any],
-    fanout_ops: Mapping[str, dg.OpDefinition],
-    ops: Mapping[str, dg.OpDefinition],
-    plans: Mapping[str, StepPlan],
-    graph: StepGraph,
-) -> None:
-    fan_plan_edges = {naming.input_name(d): done[d] for d in graph.deps(fanout)}
-    items, base = fanout_ops[fanout](**fan_plan_edges)
-    bases[fanout] = base
-
-    def per_item(item: Any) -> tuple[Any, ...]:
-        local = dict(done)
-        for sid in members:
-            local[sid] = _invoke(ops[sid], plans[sid], local, bases, item)
-        return tuple(local[sid] for sid in members)
-
-    handles = items.map(per_item)
-    handles = handles if isinstance(handles, tuple) else (handles,)
-    done.update(zip(members, handles, strict=True))
 
 
 def build_job(
@@ -209,8 +204,11 @@ def build_job(
     graph = StepGraph.of(playbook)
     plans = plan_steps(playbook, graph)
     composed = _compose(playbook, graph, plans)
-    op_names = [naming.op_name(playbook.id, s.id) for s in playbook.steps]
-    op_names += [naming.fanout_op_name(playbook.id, s.id) for s in playbook.steps if s.for_each]
+    op_names = [
+        naming.node_name(s.id)
+        for s in playbook.steps
+        if s.for_each or graph.fanout_of(s.id) is None
+    ]
     schema = config_schema(playbook)
 
     loggers: dict[str, Any] = {name: {} for name in logger_defs or {}}

@@ -47,9 +47,22 @@ def op_name(playbook_id: str, step_id: str) -> str:
     return f"{safe(playbook_id)}__{safe(step_id)}"
 
 
-def fanout_op_name(playbook_id: str, step_id: str) -> str:
-    """The op that evaluates a step's `for_each` and emits one dynamic output per item."""
-    return f"{op_name(playbook_id, step_id)}__items"
+def node_name(step_id: str) -> str:
+    """A step's node in its job's graph (what the Dagster UI shows): the step id itself."""
+    return safe(step_id)
+
+
+def region_op_name(playbook_id: str, step_id: str) -> str:
+    """The op that runs a `for_each` step and the steps mapped under it, for every item."""
+    return f"{op_name(playbook_id, step_id)}__each"
+
+
+REGION_SCOPE_OUTPUT = "fanout"  # the fan-out's own scope, for the collect step
+
+
+def region_output_name(step_id: str) -> str:
+    """The region op's output holding one step's per-item scopes."""
+    return f"step_{safe(step_id)}"
 
 
 def input_name(step_id: str) -> str:

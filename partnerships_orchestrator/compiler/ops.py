@@ -1,9 +1,9 @@
 """Playbook steps as Dagster ops: `when`, error policies, timeouts, dead letters and aborts.
 
-Each step becomes one op whose output is the step's scope (see ``scope.py``). A step with
-``for_each`` gets a companion fan-out op that evaluates the list and emits one dynamic output per
-item. A step that is skipped (``when`` false, or ``on_error: skip``) yields no output, so Dagster
-skips what needs it, and a fan-out's collect step simply sees fewer items.
+Each step becomes one op whose output is the step's scope (see ``scope.py``); the steps of a
+fan-out run per item inside one op (``fanout.py``) through the same :func:`run_step`. A step that
+is skipped (``when`` false, or ``on_error: skip``) yields no output, so Dagster skips what needs
+it; inside a fan-out the item carries a skip marker, and the collect step simply sees fewer items.
 """
 
 import contextvars
@@ -30,7 +30,6 @@ from partnerships_orchestrator.compiler.scope import (
     merge,
     public,
     root_scope,
-    with_item,
     with_output,
 )
 from partnerships_orchestrator.connections import CHANNELS, CRMS
@@ -147,40 +146,6 @@ def build_step_op(plan: StepPlan) -> dg.OpDefinition:
     return _step_op
 
 
-def build_fanout_op(plan: StepPlan) -> dg.OpDefinition:
-    """The op that evaluates ``for_each`` and emits one dynamic output per item."""
-    ins = {edge.input: dg.In(dg.Any) for edge in plan.edges}
-
-    @dg.op(
-        name=naming.fanout_op_name(plan.playbook.id, plan.step.id),
-        description=f"fan-out of `{plan.step.id}`: for each {plan.step.for_each}",
-        ins=ins,
-        out={"items": dg.DynamicOut(dg.Any), "base": dg.Out(dg.Any)},
-        config_schema=dg.Permissive(),
-        required_resource_keys={RESOURCE_KEY},
-        tags={"kind": "for_each", naming.PLAYBOOK_TAG: plan.playbook.id},
-    )
-    def _fanout_op(context, **arrived: Any) -> Iterator[Any]:
-        scope = _incoming_scope(plan, context, arrived)
-        _check_not_aborted(context, plan)
-        items = evaluate(plan.step.for_each or "[]", public(scope))
-        if not isinstance(items, list | tuple):
-            raise dg.Failure(
-                f"`for_each` of step `{plan.step.id}` must yield a list, got {type(items).__name__}",
-                allow_retries=False,
-            )
-        context.log.info(f"`{plan.step.id}` fans out over {len(items)} item(s)")
-        for index, item in enumerate(items):
-            yield dg.DynamicOutput(
-                with_item(scope, item, index),
-                output_name="items",
-                mapping_key=_mapping_key(index, item),
-            )
-        yield dg.Output(scope, output_name="base")
-
-    return _fanout_op
-
-
 def _mapping_key(index: int, item: Any) -> str:
     """A readable, deterministic key per item: its position, plus its `id` when it has one."""
     ident = item.get("id") if isinstance(item, Mapping) else None
@@ -257,42 +222,81 @@ def _execute(
 ) -> Iterator[dg.Output]:
     scope = _incoming_scope(plan, context, arrived)
     _check_not_aborted(context, plan)
+    result = run_step(
+        plan,
+        context,
+        scope,
+        mapping_key=_current_mapping_key(context),
+        attempt=context.retry_number + 1,
+        log=context.log,
+    )
+    if result is not None:
+        yield dg.Output(result)
+
+
+def run_step(
+    plan: StepPlan,
+    context: OpExecutionContext,
+    scope: Scope,
+    *,
+    mapping_key: str | None,
+    attempt: int,
+    log: Any,
+) -> Scope | None:
+    """One attempt of a step on its incoming scope: the scope it outputs, or None when an
+    unmapped step is skipped. Failures go through the step's error policy (which raises
+    ``dg.Failure``; one that allows retries asks for another attempt)."""
     if scope.get(SKIPPED_KEY):  # an earlier step skipped this item: pass the marker along
-        context.log.info(
+        log.info(
             f"{naming.SKIP_MARKER} `{plan.step.id}`: `{scope[SKIPPED_KEY]}` was skipped for this item"
         )
-        yield dg.Output(scope)
-        return
+        return scope
+    step_ctx = step_context(plan, context, scope, mapping_key=mapping_key, log=log)
+    try:
+        skipped = skipped_by_when(plan, step_ctx)
+        output = SKIPPED if skipped else _run_with_timeout(plan, step_ctx)
+    except Exception as exc:  # every failure goes through the step's error policy
+        handle_failure(plan, context, step_ctx, exc, attempt=attempt)
+        output = SKIPPED  # only `on_error: skip` gets here; the other policies raise
+    return output_scope(plan, scope, output)
+
+
+def step_context(
+    plan: StepPlan,
+    context: OpExecutionContext,
+    scope: Scope,
+    *,
+    mapping_key: str | None,
+    log: Any,
+) -> StepContext:
     resource = getattr(context.resources, RESOURCE_KEY)
-    visible = public(scope)
-    step_ctx = StepContext(
+    return StepContext(
         playbook=plan.playbook,
         step=plan.step,
         run=_run_info(context, plan.playbook),
-        scope=visible,
+        scope=public(scope),
         settings=resource.settings,
         resources=_step_resources(context, resource, plan.playbook),
-        mapping_key=_current_mapping_key(context),
-        log=context.log,
+        mapping_key=mapping_key,
+        log=log,
     )
-    try:
-        if plan.step.when and not evaluate(plan.step.when, visible):
-            context.log.info(
-                f"{naming.SKIP_MARKER} `{plan.step.id}`: `when: {plan.step.when}` is false"
-            )
-            output = SKIPPED
-        else:
-            output = _run_with_timeout(plan, step_ctx)
-    except Exception as exc:  # every failure goes through the step's error policy
-        _handle_failure(plan, context, step_ctx, exc)
-        output = SKIPPED  # only `on_error: skip` gets here; the other policies raise
+
+
+def skipped_by_when(plan: StepPlan, ctx: StepContext) -> bool:
+    """Whether the step's `when` is false for this scope (logged as a skip)."""
+    if plan.step.when and not evaluate(plan.step.when, ctx.scope):
+        ctx.log.info(f"{naming.SKIP_MARKER} `{plan.step.id}`: `when: {plan.step.when}` is false")
+        return True
+    return False
+
+
+def output_scope(plan: StepPlan, scope: Scope, output: Any) -> Scope | None:
+    """What the step passes on: its output added, or for a skip the marker (mapped) or nothing."""
     if output is SKIPPED:
         # Inside a fan-out the item carries a marker instead of stopping, so the collect step
         # still runs (Dagster would skip it when every item was skipped).
-        if plan.mapped:
-            yield dg.Output({**scope, SKIPPED_KEY: plan.step.id})
-        return
-    yield dg.Output(with_output(scope, plan.step.id, output, mapped=plan.mapped))
+        return {**scope, SKIPPED_KEY: plan.step.id} if plan.mapped else None
+    return with_output(scope, plan.step.id, output, mapped=plan.mapped)
 
 
 def _current_mapping_key(context: OpExecutionContext) -> str | None:
@@ -392,12 +396,11 @@ def _pickled_scope(scope: Mapping[str, Any]) -> bytes | None:
         return None
 
 
-def _handle_failure(
-    plan: StepPlan, context: OpExecutionContext, ctx: StepContext, exc: Exception
+def handle_failure(
+    plan: StepPlan, context: OpExecutionContext, ctx: StepContext, exc: Exception, *, attempt: int
 ) -> None:
     """Apply ``on_error``: skip (record, go on), abort (record, fail the run) or retry."""
     policy = plan.policy
-    attempt = context.retry_number + 1
     message = str(exc) if isinstance(exc, PartnershipsError) else f"{type(exc).__name__}: {exc}"
     state = ctx.resources.state
 

@@ -68,8 +68,9 @@ def prepare(step: CommunicateStep, ctx: StepContext, provider: ChannelProvider) 
 
 
 def receipts(outcomes: Sequence[Outcome]) -> list[dict[str, Any]]:
-    """The step's output (one receipt per recipient); raises the first delivery failure."""
-    failed = next((o.error for o in outcomes if o.failed and o.error is not None), None)
+    """The step's output (one receipt per recipient); raises the first failure of this attempt
+    (refused, not sent in time, or an outcome that became unknown just now)."""
+    failed = next((o.error for o in outcomes if o.error is not None), None)
     if failed is not None:
         raise failed
     return [o.receipt for o in outcomes]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import base64
 import secrets as pysecrets
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import cache
@@ -261,6 +261,49 @@ class StateStore:
             c.item_key == key.item_key,
             c.recipient == key.recipient,
         )
+
+    # ------------------------------------------------------------ fan-out item results
+    def item_results(
+        self, root_run_id: str, step: str, item_keys: Sequence[str]
+    ) -> dict[str, bytes]:
+        """What ``step`` gave for these items in an earlier run of the same root run."""
+        c = tables.item_results.c
+        found: dict[str, bytes] = {}
+        keys = sorted(set(item_keys))
+        with self.engine.connect() as conn:
+            for start in range(0, len(keys), 500):
+                query = select(c.item_key, c.result).where(
+                    c.root_run_id == root_run_id,
+                    c.step == step,
+                    c.item_key.in_(keys[start : start + 500]),
+                )
+                found.update({row.item_key: row.result for row in conn.execute(query)})
+        return found
+
+    def save_item_results(self, root_run_id: str, step: str, results: Mapping[str, bytes]) -> None:
+        """Keep what ``step`` gave for these items (one transaction; kept ones stay as they are)."""
+        if not results:
+            return
+        now = _now()
+        rows = [
+            {
+                "root_run_id": root_run_id,
+                "step": step,
+                "item_key": k,
+                "result": v,
+                "created_at": now,
+            }
+            for k, v in results.items()
+        ]
+        try:
+            with self.engine.begin() as conn:
+                conn.execute(insert(tables.item_results), rows)
+        except IntegrityError:  # some were kept by an earlier attempt: add the others
+            kept = self.item_results(root_run_id, step, list(results))
+            rest = [r for r in rows if r["item_key"] not in kept]
+            if rest:
+                with self.engine.begin() as conn:
+                    conn.execute(insert(tables.item_results), rest)
 
     # ------------------------------------------------------------ sandbox outbox
     def add_to_outbox(

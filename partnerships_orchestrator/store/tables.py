@@ -39,6 +39,20 @@ deliveries = Table(
     UniqueConstraint("root_run_id", "step", "item_key", "recipient", name="uq_delivery_once"),
 )
 
+# what each step of a fan-out region gave for each item, so a re-executed region picks up where
+# its run stopped instead of doing (or posting) the finished items' work again
+item_results = Table(
+    "item_results",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("root_run_id", String(64), nullable=False),
+    Column("step", String(200), nullable=False),
+    Column("item_key", String(200), nullable=False),
+    Column("result", LargeBinary, nullable=False),  # pickled (kind, value), written by our ops
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    UniqueConstraint("root_run_id", "step", "item_key", name="uq_item_result"),
+)
+
 outbox = Table(
     "outbox",
     metadata,

@@ -21,7 +21,7 @@ def test_component_builds_the_playbooks_jobs_and_schedules(settings, monkeypatch
     monkeypatch.setenv("PARTNERSHIPS_HOME", str(settings.home))
     defs = dg.build_defs_for_component(PlaybooksComponent(path=str(settings.playbooks_dir)))
     job = defs.resolve_job_def("hello")
-    assert job.execute_in_process().output_for_node("hello__a")["steps"]["a"]["output"] == 42
+    assert job.execute_in_process().output_for_node("a")["steps"]["a"]["output"] == 42
     assert [s.job_name for s in defs.get_repository_def().schedule_defs] == ["hello"]
 
 

@@ -14,7 +14,7 @@ from partnerships_orchestrator_tests.compiler.conftest import messages, playbook
 
 
 def output(result: dg.ExecuteInProcessResult, playbook: str, step: str):
-    return result.output_for_node(f"{playbook}__{step}")["steps"][step]["output"]
+    return result.output_for_node(step)["steps"][step]["output"]
 
 
 def test_independent_branches_share_a_level_and_join():
@@ -33,8 +33,8 @@ steps:
 
     levels = create_execution_plan(job).get_steps_to_execute_by_level()
     assert [sorted(s.key for s in level) for level in levels] == [
-        ["branches__a", "branches__b"],
-        ["branches__c"],
+        ["a", "b"],
+        ["c"],
     ]
 
 
@@ -63,7 +63,7 @@ steps:
 """)
     assert result.success
     events = step_events(result)
-    assert "STEP_SKIPPED" in events["cond__after_gated"]
+    assert "STEP_SKIPPED" in events["after_gated"]
     assert output(result, "cond", "sibling") == "sib"
     assert any("[skipped] `gated`" in m for m in messages(instance, result))
     again = run_playbook(
@@ -103,15 +103,23 @@ steps:
 """
 
 
-def test_for_each_maps_downstream_steps_per_item_until_collect(run_playbook):
+def test_for_each_runs_downstream_steps_per_item_until_collect(run_playbook):
     result = run_playbook(FANOUT)
     assert result.success
     gathered = output(result, "fan", "gathered")
     assert gathered["evens"] == [1, 5, 9]  # skipped items are left out, item order kept
     assert gathered["doubled"] == [0, 2, 4, 6, 8]
     assert gathered["n"] == 5
-    keys = [k for k in step_events(result) if k.startswith("fan__even_only[")]
-    assert len(keys) == 5
+    # the region runs in one node named by its `for_each` step, every item through each step
+    assert len(result.output_for_node("doubled", "step_even_only")) == 5
+    counts = {
+        e.event_specific_data.step_output_handle.output_name: e.event_specific_data.metadata
+        for e in result.all_events
+        if e.event_type_value == "STEP_OUTPUT" and e.step_key == "doubled"
+    }
+    assert counts["step_even_only"]["done"].value == 3
+    assert counts["step_even_only"]["skipped"].value == 2
+    assert counts["step_doubled"]["done"].value == 5
 
 
 def test_collect_runs_once_with_empty_lists_when_there_are_no_items(run_playbook):
@@ -148,7 +156,7 @@ steps:
 """),
         {},
     )
-    policy = job.graph.node_named("retrying__call").definition.retry_policy
+    policy = job.graph.node_named("call").definition.retry_policy
     assert policy.max_retries == 2 and policy.backoff == dg.Backoff.EXPONENTIAL
     assert policy.jitter == dg.Jitter.FULL and policy.delay == 0.05
 
@@ -188,7 +196,7 @@ steps:
   - {{id: sibling, type: evaluate, depends_on: [start], expression: "3"}}
 """)
     assert result.success
-    assert "STEP_SKIPPED" in step_events(result)["skipping__after_call"]
+    assert "STEP_SKIPPED" in step_events(result)["after_call"]
     assert output(result, "skipping", "sibling") == 3
     [letter] = state.dead_letters(run_id=result.run_id)
     assert letter["action"] == "skip" and letter["step"] == "call"
@@ -210,11 +218,8 @@ steps:
     assert not result.success
     assert len(hooks.calls) == 1  # abort never retries
     events = step_events(result)
-    assert "STEP_SUCCESS" not in events.get("aborting__later", [])
-    assert (
-        "STEP_FAILURE" in events["aborting__unrelated"]
-        or "STEP_FAILURE" in events["aborting__later"]
-    )
+    assert "STEP_SUCCESS" not in events.get("later", [])
+    assert "STEP_FAILURE" in events["unrelated"] or "STEP_FAILURE" in events["later"]
     letters = state.dead_letters(run_id=result.run_id)
     assert [(d["step"], d["action"]) for d in letters] == [("call", "abort")]
 

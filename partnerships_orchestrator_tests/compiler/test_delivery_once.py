@@ -104,5 +104,5 @@ steps:
     with dg.instance_for_test(temp_dir=str(tmp_path / "dagster")) as instance:
         with dg.execute_job(job, instance=instance) as result:
             assert result.success  # /meet answers 200 only when both steps wait there together
-            both = result.output_for_node("announce__both")["steps"]["both"]["output"]
+            both = result.output_for_node("both")["steps"]["both"]["output"]
         assert both == [True, True]

@@ -71,5 +71,5 @@ def test_scheduled_runs_see_their_scheduled_time_as_the_trigger(settings):
     job = build_job(playbook_from(PLAYBOOK), build_resources(settings, None))
     when = datetime(2026, 11, 23, 7, 30, tzinfo=UTC)
     result = job.execute_in_process(tags={"dagster/scheduled_execution_time": when.isoformat()})
-    trigger = result.output_for_node("follow_up__a")["steps"]["a"]["output"]
+    trigger = result.output_for_node("a")["steps"]["a"]["output"]
     assert trigger == {"type": "cron", "scheduled_time": when}
