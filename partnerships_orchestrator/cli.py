@@ -125,7 +125,7 @@ def list_(ctx: click.Context, playbooks: str | None, home: str | None, as_json: 
     if as_json:
         _print_json({"documents": rows, "invalid_files": invalid})
         return
-    table = Table("id", "kind", "name", "triggers", "steps", "owners", "file")
+    table = Table("id", "kind", "name", "triggers", "steps", "assets", "owners", "file")
     for row in rows:
         table.add_row(
             row["id"],
@@ -133,6 +133,7 @@ def list_(ctx: click.Context, playbooks: str | None, home: str | None, as_json: 
             row["name"] or "",
             ", ".join(row["triggers"]),
             str(row["steps"] if row["steps"] is not None else ""),
+            ", ".join(row["assets"]),
             ", ".join(row["owners"]),
             row["file"],
         )
@@ -161,9 +162,22 @@ def _document_row(model: Any, file: str, settings: Settings) -> dict[str, Any]:
         "description": model.description,
         "triggers": triggers or (["manual"] if model.kind == "playbook" else []),
         "steps": len(steps) if steps is not None else None,
+        "assets": _assets_of(model),
         "owners": model.owners,
         "file": _rel(file, settings),
     }
+
+
+def _assets_of(model: Any) -> list[str]:
+    """The Dagster assets an asset document makes (`<sync id>_<object>` per sync object)."""
+    from partnerships_orchestrator.compiler.naming import asset_name
+    from partnerships_orchestrator.spec.models import Dataset, Metrics, Report, Sync
+
+    if isinstance(model, Sync):
+        return [asset_name(a) for a in model.asset_ids()]
+    if isinstance(model, Dataset | Metrics | Report):
+        return [asset_name(model.id)]
+    return []
 
 
 @main.command()
@@ -209,6 +223,43 @@ def schema() -> None:
 
 
 # ---------------------------------------------------------------- running
+
+
+@main.command()
+@click.argument("assets", nargs=-1)
+@click.option(
+    "--full-refresh",
+    is_flag=True,
+    help="Syncs read every record again (and mark those the CRM no longer has as deleted).",
+)
+@common_options
+@json_option
+@click.option("--quiet", "-q", is_flag=True, help="No live progress, just the summary.")
+@click.pass_context
+def materialize(
+    ctx: click.Context,
+    assets: Sequence[str],
+    full_refresh: bool,
+    playbooks: str | None,
+    home: str | None,
+    as_json: bool,
+    quiet: bool,
+) -> None:
+    """Materialize ASSETS (every asset when none is named) with live progress; exit 1 if any
+    failed. Runs appear in the Dagster UI."""
+    from partnerships_orchestrator.materialize import materialize_assets
+
+    try:
+        summary = materialize_assets(
+            _settings(ctx), assets, full_refresh=full_refresh, progress=not (quiet or as_json)
+        )
+    except PartnershipsError as exc:
+        _fail(exc)
+    if as_json:
+        _print_json(summary.as_dict())
+    else:
+        summary.print(console)
+    sys.exit(0 if summary.success else 1)
 
 
 @main.command()

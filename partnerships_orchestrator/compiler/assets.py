@@ -23,6 +23,8 @@ from partnerships_orchestrator.spec.validate import asset_upstreams
 SYNC_GROUP = "crm"
 DATASET_GROUP = "datasets"
 WAREHOUSE_GROUP = "warehouse"
+REPORT_RETRIES = 2
+REPORT_RETRY_DELAY = 1.0  # seconds
 PREVIEW_ROWS = 10
 
 
@@ -413,6 +415,79 @@ def metrics_assets(metrics: Metrics) -> AssetBundle:
     return bundle
 
 
+# ---------------------------------------------------------------- reports
+
+
+def report_assets(report: Report, metric_sets: set[str]) -> AssetBundle:
+    """A report asset; ``metric_sets`` names the metrics documents (their values, not rows)."""
+    key = naming.asset_key(report.id)
+    channels = {d.channel for d in report.deliver}
+
+    @dg.asset(
+        key=key,
+        deps=upstream_keys(report),
+        group_name="reports",
+        kinds={"pdf"} if "pdf" in report.formats else {"markdown"},
+        description=(report.description or report.name or report.id)
+        + f"\n\nRendered from `templates/{report.template}` as {', '.join(report.formats)}"
+        + (
+            "; delivered to " + ", ".join(f"{d.channel} {d.to}" for d in report.deliver)
+            if report.deliver
+            else ""
+        ),
+        required_resource_keys={"partnerships", *channels},
+        automation_condition=automation(report.schedule),
+        # a delivery that failed is tried again; the ledger keeps the sent ones from repeating
+        retry_policy=dg.RetryPolicy(max_retries=REPORT_RETRIES, delay=REPORT_RETRY_DELAY),
+        tags=dict(report.tags),
+        owners=[f"team:{o}" for o in report.owners] or None,
+        metadata={"document": report.id, "template": report.template},
+    )
+    def _report(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
+        from partnerships_orchestrator.assets import report as rendering
+        from partnerships_orchestrator.assets.report_delivery import deliver_report
+
+        resource = context.resources.partnerships
+        engine = resource.warehouse()
+        data: dict[str, Any] = {}
+        metrics: dict[str, Any] = {}
+        for ref in report.data:
+            name = naming.asset_name(ref)
+            if name in metric_sets:
+                metrics[ref] = metrics[name] = rendering.latest_metrics(engine, ref)
+            else:
+                data[ref] = data[name] = rendering.load_data(engine, name)
+        out_dir = resource.settings.artifacts_dir / "reports" / report.id / context.run_id
+        rendered = rendering.render_report(
+            report, resource.settings.templates_dir, out_dir, data, metrics
+        )
+        context.log.info(
+            f"{report.id}: wrote {', '.join(str(p) for p in rendered.files.values())}"
+            + (f" ({rendered.pages} pages)" if rendered.pages else "")
+        )
+        receipts = deliver_report(
+            report,
+            rendered,
+            resources=context.resources,
+            state=resource.state,
+            run_id=context.run_id,
+            root_run_id=context.run.root_run_id or context.run_id,
+            log=context.log,
+        )
+        metadata: dict[str, Any] = {
+            f"path_{fmt}": dg.MetadataValue.path(str(path)) for fmt, path in rendered.files.items()
+        }
+        if rendered.pages is not None:
+            metadata["pages"] = rendered.pages
+        metadata["preview"] = dg.MetadataValue.md(rendering.preview(rendered.markdown))
+        metadata["deliveries"] = dg.MetadataValue.json(receipts)
+        return dg.MaterializeResult(metadata=metadata)
+
+    bundle = AssetBundle(assets=[_report])
+    bundle.add(scheduled(report.id, [key], report.schedule, "report"))
+    return bundle
+
+
 def warehouse_specs(documents: Sequence[Any], own: set[str]) -> list[dg.AssetSpec]:
     """Warehouse tables that datasets read but no asset makes, shown as their sources."""
     read = {
@@ -447,6 +522,9 @@ def asset_bundle(documents: Sequence[Any], resources: Mapping[str, Any]) -> Asse
             bundle.add(dataset_assets(doc))
         elif isinstance(doc, Metrics):
             bundle.add(metrics_assets(doc))
+        elif isinstance(doc, Report):
+            metric_sets = {naming.asset_name(d.id) for d in documents if isinstance(d, Metrics)}
+            bundle.add(report_assets(doc, metric_sets))
     if any(isinstance(doc, Dataset | Metrics | Report) for doc in documents):
         bundle.assets += warehouse_specs(documents, own)
     return bundle

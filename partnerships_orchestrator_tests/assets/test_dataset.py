@@ -87,6 +87,7 @@ def materialize(
         return job.execute_in_process(instance=instance, raise_on_error=False)
 
     run.repository = repository  # type: ignore[attr-defined]
+    run.instance = instance  # type: ignore[attr-defined]
     return run
 
 
@@ -279,3 +280,39 @@ def test_metrics_record_values_history_and_severities(
         ("gold_share", 2, 2),
         ("nothing", 2, 2),
     ]
+
+
+TRIGGERED = (
+    TIER_COUNTS
+    + """
+---
+id: after-tiers
+triggers: [{type: dataset, dataset: partners-by-tier}]
+steps:
+  - {id: tiers, type: query, sql: "select count(*) as n from partners_by_tier"}
+"""
+)
+
+
+def test_dataset_trigger_runs_the_playbook_after_the_asset_materializes(
+    materialize: Materialize,
+) -> None:
+    instance: dg.DagsterInstance = materialize.instance  # type: ignore[attr-defined]
+    assert materialize(TRIGGERED, "partners_by_tier").success is True
+    repo = materialize.repository()  # type: ignore[attr-defined]
+    sensor = repo.get_sensor_def("after_tiers__after_partners_by_tier")
+    assert sensor.asset_key == dg.AssetKey("partners_by_tier")  # `-` in the id: the same key
+    tick = sensor.evaluate_tick(dg.build_sensor_context(instance=instance, repository_def=repo))
+    (request,) = tick.run_requests or []
+    assert "partners_by_tier" not in request.run_key  # keyed by the document id as written
+    assert request.run_key.startswith("dataset:partners-by-tier:")
+    cursor = tick.cursor
+    again = sensor.evaluate_tick(
+        dg.build_sensor_context(instance=instance, repository_def=repo, cursor=cursor)
+    )
+    assert not again.run_requests  # one run per materialization
+    assert materialize(TRIGGERED, "partners_by_tier").success
+    third = sensor.evaluate_tick(
+        dg.build_sensor_context(instance=instance, repository_def=repo, cursor=cursor)
+    )
+    assert len(third.run_requests or []) == 1
