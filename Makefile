@@ -4,9 +4,19 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup run test lint bench clean
+.PHONY: setup services run test lint bench clean
 
 setup: $(STAMP)
+
+# The distributed tests start their own RabbitMQ from Debian's package (never the system service).
+RABBITMQ_SERVER := /usr/lib/rabbitmq/bin/rabbitmq-server
+SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
+
+services: $(RABBITMQ_SERVER)
+
+$(RABBITMQ_SERVER):
+	$(SUDO) apt-get update -q
+	DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -q --no-install-recommends rabbitmq-server
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -17,7 +27,7 @@ $(STAMP): pyproject.toml
 run: setup  ## set up and start the product on http://127.0.0.1:3000 (Ctrl-C stops it)
 	$(BIN)/partnerships up
 
-test: setup  ## set up and run the whole test suite
+test: setup services  ## set up and run the whole test suite (starts its own PostgreSQL and RabbitMQ)
 	$(BIN)/pytest
 
 lint: setup
