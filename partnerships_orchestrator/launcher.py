@@ -10,7 +10,7 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
-import subprocess
+import subprocess  # nosec B404 - the launcher starts the product's own commands
 import sys
 import time
 from collections.abc import Callable
@@ -88,7 +88,7 @@ class Stack:
         log.parent.mkdir(parents=True, exist_ok=True)
         out = log.open("ab")
         self.processes.append(
-            subprocess.Popen(
+            subprocess.Popen(  # nosec B603 - a fixed argv of the product's own commands, no shell
                 args,
                 env=env,
                 cwd=PACKAGE_ROOT,

@@ -77,7 +77,7 @@ def _table_name(step: QueryStep) -> str:
     """The table a `sql`-less query reads: the dataset's own table, or ``object``."""
     if step.source.startswith(DATASET_PREFIX):
         return step.source.removeprefix(DATASET_PREFIX)
-    assert step.object is not None  # QueryStep requires `sql` or `object`
+    assert step.object is not None  # nosec B101 - invariant for mypy: the model requires `sql` or `object`
     return step.object
 
 
