@@ -14,6 +14,7 @@ from typing import Any
 import dagster as dg
 
 from partnerships_orchestrator.compiler import naming
+from partnerships_orchestrator.compiler.executor import executor_for
 from partnerships_orchestrator.compiler.fanout import RegionPlan, build_region_op
 from partnerships_orchestrator.compiler.inputs import config_schema
 from partnerships_orchestrator.compiler.ops import (
@@ -217,9 +218,7 @@ def build_job(
         mapped: dict[str, Any] = {"ops": {name: {"config": dict(config)} for name in op_names}}
         return {**mapped, "loggers": loggers} if loggers else mapped
 
-    executor = (
-        dg.multiprocess_executor if playbook.executor == "multiprocess" else dg.in_process_executor
-    )
+    executor = executor_for(playbook)
     needed = {k for plan in plans.values() for k in plan.resource_keys}
     _check_connections(playbook, plans, resources)
     return composed.to_job(
