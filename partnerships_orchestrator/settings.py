@@ -9,6 +9,7 @@ from pathlib import Path
 DEFAULT_HOME = ".partnerships"
 DEFAULT_PLAYBOOKS = "playbooks"
 DEFAULT_TEMPLATES = "templates"
+DATABASE_ENV = "PARTNERSHIPS_DATABASE_URL"
 
 
 @dataclass(frozen=True)
@@ -47,7 +48,9 @@ class Settings:
 
     @property
     def state_url(self) -> str:
-        return f"sqlite:///{self.state_db}"
+        """``PARTNERSHIPS_DATABASE_URL`` when set (one PostgreSQL shared by every worker), else
+        the SQLite file ``state_db``."""
+        return os.environ.get(DATABASE_ENV) or f"sqlite:///{self.state_db}"
 
     @property
     def warehouse_url(self) -> str:

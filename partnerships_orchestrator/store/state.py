@@ -12,11 +12,12 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, create_engine, event, insert, inspect, select, text, update
-from sqlalchemy.exc import IntegrityError, OperationalError
+from sqlalchemy import URL, Engine, create_engine, event, insert, make_url, select, update
+from sqlalchemy.exc import IntegrityError
 
 from partnerships_orchestrator.store import tables
 from partnerships_orchestrator.store.jsonable import jsonable
+from partnerships_orchestrator.store.schema import ensure_schema
 
 
 def _now() -> datetime:
@@ -65,39 +66,17 @@ def _engine(url: str) -> Engine:
             cursor.execute("PRAGMA busy_timeout=30000")
             cursor.close()
     else:
-        engine = create_engine(url, pool_pre_ping=True)
-    _create_tables(engine)
+        engine = create_engine(_postgres_driver(url), pool_pre_ping=True)
+    ensure_schema(engine)
     return engine
 
 
-def _create_tables(engine: Engine, attempts: int = 3) -> None:
-    """Create missing tables and columns; another process doing it at the same moment is fine."""
-    for attempt in range(attempts):
-        try:
-            tables.metadata.create_all(engine)
-            _add_columns(engine)
-            return
-        except OperationalError as exc:
-            concurrent = "already exists" in str(exc) or "duplicate column" in str(exc)
-            if not concurrent or attempt == attempts - 1:
-                raise
-
-
-def _add_columns(engine: Engine) -> None:
-    """Columns added to a table after it first shipped (nullable, so old rows stay valid)."""
-    inspector = inspect(engine)
-    for table_name, names in tables.ADDED_COLUMNS.items():
-        table = tables.metadata.tables[table_name]
-        present = {c["name"] for c in inspector.get_columns(table_name)}
-        missing = [table.c[name] for name in names if name not in present]
-        if not missing:
-            continue
-        with engine.begin() as conn:
-            for column in missing:
-                kind = column.type.compile(dialect=engine.dialect)
-                conn.execute(text(f"ALTER TABLE {table_name} ADD COLUMN {column.name} {kind}"))
-        for index in table.indexes:
-            index.create(engine, checkfirst=True)
+def _postgres_driver(url: str) -> URL:
+    """``postgresql://`` and ``postgres://`` URLs use psycopg 3, the driver this product ships."""
+    parsed = make_url(url)
+    if parsed.drivername in ("postgres", "postgresql"):
+        return parsed.set(drivername="postgresql+psycopg")
+    return parsed
 
 
 class StateStore:

@@ -1,0 +1,46 @@
+"""Create and migrate the state schema once, under a lock every process and machine respects.
+
+On PostgreSQL the lock is a transaction-level advisory lock held while the tables are created
+and migrated, so two workers starting at once on two machines never race each other's DDL; on
+SQLite, SQLite's own write lock (``BEGIN IMMEDIATE``) serialises the same work between processes.
+"""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+from sqlalchemy import Connection, Engine
+
+from partnerships_orchestrator.store import tables
+
+# any fixed 64-bit number: the advisory lock that guards this product's schema changes
+SCHEMA_LOCK_KEY = 0x5041_5254_4E45_5253
+
+
+def ensure_schema(engine: Engine) -> None:
+    """Create missing tables and run pending migrations; safe in any number of processes."""
+    with engine.begin() as conn:
+        _lock(conn)
+        tables.metadata.create_all(conn, checkfirst=True)
+        _add_columns(conn)
+
+
+def _add_columns(conn: Connection) -> None:
+    """Columns added to a table after it first shipped (nullable, so old rows stay valid)."""
+    inspector = sa.inspect(conn)
+    for table_name, names in tables.ADDED_COLUMNS.items():
+        table = tables.metadata.tables[table_name]
+        present = {c["name"] for c in inspector.get_columns(table_name)}
+        missing = [table.c[name] for name in names if name not in present]
+        for column in missing:
+            kind = column.type.compile(dialect=conn.dialect)
+            conn.execute(sa.text(f"ALTER TABLE {table_name} ADD COLUMN {column.name} {kind}"))
+        if missing:
+            for index in table.indexes:
+                index.create(conn, checkfirst=True)
+
+
+def _lock(conn: Connection) -> None:
+    if conn.dialect.name == "postgresql":
+        conn.execute(sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": SCHEMA_LOCK_KEY})
+    elif conn.dialect.name == "sqlite":
+        conn.exec_driver_sql("BEGIN IMMEDIATE")
