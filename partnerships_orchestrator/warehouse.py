@@ -16,6 +16,7 @@ from sqlalchemy.exc import ArgumentError, DBAPIError
 from sqlalchemy.pool import StaticPool
 
 from partnerships_orchestrator.errors import ConfigurationError
+from partnerships_orchestrator.store.schema import schema_lock
 
 TIERS = ("gold", "silver", "bronze")
 PARTNER_STATUSES = ("active", "prospect", "churned")
@@ -301,5 +302,8 @@ def create_engine_for(url: str) -> Engine:
 
 
 def ensure_schema(engine: Engine) -> None:
-    """Create any missing warehouse tables and indexes; safe to call repeatedly."""
-    metadata.create_all(engine, checkfirst=True)
+    """Create any missing warehouse tables and indexes; safe to call repeatedly, and from
+    several processes at once (under the schema lock)."""
+    with engine.begin() as conn:
+        schema_lock(conn)
+        metadata.create_all(conn, checkfirst=True)

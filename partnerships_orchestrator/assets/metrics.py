@@ -16,6 +16,7 @@ import sqlalchemy as sa
 
 from partnerships_orchestrator.errors import StepError
 from partnerships_orchestrator.spec.models import Metric, Metrics
+from partnerships_orchestrator.store.schema import schema_lock
 from partnerships_orchestrator.warehouse import metric_history
 
 Severity = Literal["warn", "error"]
@@ -58,6 +59,7 @@ def compute(engine: sa.Engine, metrics: Metrics, run_id: str) -> list[MetricValu
     now = datetime.now(UTC).replace(tzinfo=None)
     values: list[MetricValue] = []
     with engine.begin() as conn:
+        schema_lock(conn)  # workers computing at once never race the table's creation
         metric_history.create(conn, checkfirst=True)
         for metric in metrics.metrics:
             try:

@@ -29,6 +29,7 @@ from partnerships_orchestrator.assets.crm_schema import (
 from partnerships_orchestrator.assets.crm_source import Change, CrmSource, Cursor
 from partnerships_orchestrator.assets.writer import writer_for
 from partnerships_orchestrator.store.jsonable import jsonable
+from partnerships_orchestrator.store.schema import schema_lock
 from partnerships_orchestrator.warehouse import sync_cursors
 
 BATCH_SIZE = 5000
@@ -76,14 +77,16 @@ def sync_table(name: str, columns: list[tuple[str, str, ColumnType]]) -> sa.Tabl
 
 
 def ensure_table(engine: sa.Engine, table: sa.Table) -> None:
-    """Create the table, or add the columns a changed document asks for."""
-    sync_cursors.create(engine, checkfirst=True)
-    inspector = sa.inspect(engine)
-    if not inspector.has_table(table.name):
-        table.create(engine)
-        return
-    present = {c["name"] for c in inspector.get_columns(table.name)}
+    """Create the table, or add the columns a changed document asks for (under the schema lock,
+    so workers syncing at once on a shared warehouse never race each other's DDL)."""
     with engine.begin() as conn:
+        schema_lock(conn)
+        sync_cursors.create(conn, checkfirst=True)
+        inspector = sa.inspect(conn)
+        if not inspector.has_table(table.name):
+            table.create(conn)
+            return
+        present = {c["name"] for c in inspector.get_columns(table.name)}
         for column in table.columns:
             if column.name not in present:
                 kind = column.type.compile(dialect=engine.dialect)

@@ -19,6 +19,7 @@ from sqlalchemy import (
     select,
 )
 
+from partnerships_orchestrator.store.schema import ensure_schema
 from partnerships_orchestrator.store.state import StateStore
 from partnerships_orchestrator.store.tables import metadata
 
@@ -66,7 +67,7 @@ class AuditLog:
 
     def __init__(self, state_url: str) -> None:
         self.engine = StateStore(state_url).engine
-        metadata.create_all(self.engine, tables=[audit_log])
+        ensure_schema(self.engine)  # its tables are in the shared metadata
 
     def record(self, entry: AuditEntry) -> None:
         with self.engine.begin() as conn:

@@ -31,6 +31,7 @@ from sqlalchemy import (
 )
 
 from partnerships_orchestrator.settings import Settings
+from partnerships_orchestrator.store.schema import ensure_schema
 from partnerships_orchestrator.store.state import StateStore
 from partnerships_orchestrator.store.tables import metadata
 
@@ -91,7 +92,7 @@ class PlaybookStore:
 
     def __init__(self, state_url: str) -> None:
         self.engine = StateStore(state_url).engine
-        metadata.create_all(self.engine, tables=[stored_playbooks, playbook_revisions])
+        ensure_schema(self.engine)  # its tables are in the shared metadata
 
     def live_ids(self) -> list[str]:
         query = select(stored_playbooks.c.id).where(stored_playbooks.c.deleted.is_(False))

@@ -17,9 +17,12 @@ SCHEMA_LOCK_KEY = 0x5041_5254_4E45_5253
 
 
 def ensure_schema(engine: Engine) -> None:
-    """Create missing tables and run pending migrations; safe in any number of processes."""
+    """Create missing tables and run pending migrations; safe in any number of processes.
+
+    Every table of ``tables.metadata`` is created, including those the API's stores add to it,
+    so each store calls this instead of creating its own tables outside the lock."""
     with engine.begin() as conn:
-        _lock(conn)
+        schema_lock(conn)
         tables.metadata.create_all(conn, checkfirst=True)
         _add_columns(conn)
 
@@ -39,7 +42,8 @@ def _add_columns(conn: Connection) -> None:
                 index.create(conn, checkfirst=True)
 
 
-def _lock(conn: Connection) -> None:
+def schema_lock(conn: Connection) -> None:
+    """Hold the schema lock until ``conn``'s transaction ends (also for warehouse DDL)."""
     if conn.dialect.name == "postgresql":
         conn.execute(sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": SCHEMA_LOCK_KEY})
     elif conn.dialect.name == "sqlite":

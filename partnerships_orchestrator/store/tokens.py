@@ -12,6 +12,7 @@ from typing import Any
 from sqlalchemy import JSON, Column, DateTime, Integer, String, Table, insert, select, update
 
 from partnerships_orchestrator.errors import PartnershipsError
+from partnerships_orchestrator.store.schema import ensure_schema
 from partnerships_orchestrator.store.state import StateStore
 from partnerships_orchestrator.store.tables import metadata
 
@@ -93,7 +94,7 @@ class TokenStore:
 
     def __init__(self, state_url: str) -> None:
         self.engine = StateStore(state_url).engine
-        metadata.create_all(self.engine, tables=[api_tokens])
+        ensure_schema(self.engine)  # its tables are in the shared metadata
 
     def create(
         self, *, role: str, teams: list[str], name: str = "", rate_limit: int | None = None
