@@ -513,6 +513,11 @@ def _seed(settings: Settings, reset: bool = False) -> dict[str, int]:
     help="PEM private key of --tls-cert.",
 )
 @click.option("--no-seed", is_flag=True, help="Do not seed the demo warehouse.")
+@click.option(
+    "--no-materialize",
+    is_flag=True,
+    help="Do not materialize the assets on first start (with the seeded demo warehouse).",
+)
 @click.pass_context
 def up(
     ctx: click.Context,
@@ -524,6 +529,7 @@ def up(
     tls_cert: str | None,
     tls_key: str | None,
     no_seed: bool,
+    no_materialize: bool,
 ) -> None:
     """Start the product: Dagster webserver + daemon with the playbooks loaded, and the HTTP API.
     Ctrl-C stops all."""
@@ -541,6 +547,10 @@ def up(
     if not no_seed and "PARTNER_WAREHOUSE_URL" not in os.environ:
         counts = _seed(settings)
         errors.print(f"warehouse: {settings.warehouse_db} ({counts.get('partners', 0)} partners)")
+        if not no_materialize:
+            from partnerships_orchestrator.materialize import materialize_on_first_start
+
+            materialize_on_first_start(settings, lambda line: errors.print(line, highlight=False))
     catalog = load_catalog(playbook_sources(settings), templates_dir=settings.templates_dir)
     errors.print(
         f"playbooks: {settings.playbooks_dir} ({len(catalog.playbooks())} valid, "

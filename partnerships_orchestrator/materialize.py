@@ -241,3 +241,28 @@ class _Watcher:
             error = event.step_failure_data.error
             outcome.error = error.message.strip().splitlines()[0] if error else "failed"
             self.say(f"[red]{step}[/]: failed: {outcome.error}")
+
+
+def materialize_on_first_start(settings: Settings, say: Any) -> MaterializeSummary | None:
+    """What `partnerships up` does on a fresh home: materialize every asset once, so the UI
+    shows CRM -> datasets -> metrics -> reports filled in. Nothing when no asset document
+    exists or any asset was materialized before."""
+    from partnerships_orchestrator.compiler.location import build_repository
+    from partnerships_orchestrator.run_local import dagster_instance
+
+    repo = build_repository(settings)
+    keys = list(repo.asset_graph.materializable_asset_keys)
+    if not keys:
+        return None
+    instance = dagster_instance(settings)
+    if any(instance.get_latest_materialization_event(key) for key in keys):
+        return None
+    say(
+        f"materializing {len(keys)} assets on first start (`partnerships materialize` re-runs them)"
+    )
+    summary = materialize_assets(settings, progress=False)
+    done = sum(o.status == "materialized" for o in summary.assets.values())
+    say(
+        f"assets: {done} of {len(keys)} materialized in {summary.seconds:.0f} s (run {summary.run_id})"
+    )
+    return summary

@@ -201,3 +201,53 @@ def test_a_step_can_keep_to_the_outbox_while_its_channel_is_connected(product, v
     [kept] = StateStore(product.state_url).outbox(run_id=summary.run_id)
     assert kept["subject"] == "Draft"
     assert [d.subject for d in vendors.sendgrid.state.delivered] == ["Final"]
+
+
+def test_sync_examples_read_the_configured_crms(product, vendors, monkeypatch):
+    """The HubSpot and Salesforce sync examples with `hubspot` and `salesforce` connections:
+    every emulator record lands once; the report then reaches SendGrid and Slack, not the
+    outbox; a configured connection that fails fails the sync, never falling back."""
+    from partnerships_orchestrator.materialize import materialize_assets
+    from partnerships_orchestrator_tests.emulators.hubspot import HubSpotEmulator
+    from partnerships_orchestrator_tests.emulators.salesforce import SalesforceEmulator
+
+    hubspot, salesforce = HubSpotEmulator(), SalesforceEmulator()
+    with hubspot.serve(), salesforce.serve():
+        for obj, count in (("contacts", 400), ("companies", 60), ("deals", 150)):
+            hubspot.seed(obj, count)
+        for obj, count in (("Account", 60), ("Contact", 300), ("Opportunity", 120)):
+            salesforce.seed(obj, count)
+        monkeypatch.setenv("HUBSPOT_TOKEN", hubspot.issue_private_token())
+        monkeypatch.setenv("SALESFORCE_CLIENT_SECRET", "sf-client-secret-1")
+        connections = product.playbooks_dir / "connections.yaml"
+        connections.write_text(
+            connections.read_text()
+            + f'  hubspot: {{token: "${{env:HUBSPOT_TOKEN}}", base_url: {hubspot.base_url}}}\n'
+            + f"  salesforce: {{login_url: {salesforce.base_url}, client_id: sf-client-1,"
+            + ' client_secret: "${env:SALESFORCE_CLIENT_SECRET}"}\n'
+        )
+        summary = materialize_assets(product, progress=False)
+        assert summary.success, summary.as_dict()
+        engine = create_engine_for(product.warehouse_url)
+        with engine.connect() as conn:
+            for table, emulator, obj in (
+                ("hubspot_contacts", hubspot, "contacts"),
+                ("hubspot_deals", hubspot, "deals"),
+                ("salesforce_accounts", salesforce, "Account"),
+                ("salesforce_opportunities", salesforce, "Opportunity"),
+            ):
+                landed = conn.execute(sa.text(f"select count(distinct id) from {table}")).scalar()
+                assert (
+                    landed == emulator.count(obj) == summary.assets[table].numbers["records_seen"]
+                )
+        engine.dispose()
+        assert StateStore(product.state_url).outbox() == []
+        assert ("email", "leadership@example.org") in delivered(vendors)
+        assert any(channel == "slack" for channel, _ in delivered(vendors))
+
+        monkeypatch.setenv("HUBSPOT_TOKEN", "pat-na1-revoked")
+        failed = materialize_assets(product, ["hubspot_contacts"], progress=False)
+    outcome = failed.assets["hubspot_contacts"]
+    assert not failed.success and outcome.status == "failed"
+    assert "hubspot" in (outcome.error or "").lower()
+    assert "pat-na1-revoked" not in (outcome.error or "")  # the secret never reaches messages

@@ -41,7 +41,7 @@ from partnerships_orchestrator_tests.emulators.soql import Schema, SoqlError, co
 
 _counter = itertools.count(1)
 DATA = "/services/data/{version}"
-PREFIXES = {"Account": "001", "Contact": "003"}
+PREFIXES = {"Account": "001", "Contact": "003", "Opportunity": "006"}
 FIELDS: dict[str, dict[str, str]] = {
     "Account": {
         "Id": "id",
@@ -69,9 +69,25 @@ FIELDS: dict[str, dict[str, str]] = {
         "SystemModstamp": "datetime",
         "External_Id__c": "string",
     },
+    "Opportunity": {
+        "Id": "id",
+        "Name": "string",
+        "AccountId": "reference",
+        "Amount": "double",
+        "StageName": "string",
+        "CloseDate": "string",
+        "Probability": "double",
+        "Type": "string",
+        "IsClosed": "boolean",
+        "IsWon": "boolean",
+        "IsDeleted": "boolean",
+        "CreatedDate": "datetime",
+        "LastModifiedDate": "datetime",
+        "SystemModstamp": "datetime",
+    },
 }
-REQUIRED = {"Account": ("Name",), "Contact": ("LastName",)}
-EXTERNAL_IDS = {"Account": ("External_Id__c",), "Contact": ("External_Id__c",)}
+REQUIRED = {"Account": ("Name",), "Contact": ("LastName",), "Opportunity": ("Name", "StageName")}
+EXTERNAL_IDS = {"Account": ("External_Id__c",), "Contact": ("External_Id__c",), "Opportunity": ()}
 READ_ONLY = frozenset({"Id", "IsDeleted", "CreatedDate", "LastModifiedDate", "SystemModstamp"})
 SCHEMA = Schema(FIELDS)
 
@@ -560,6 +576,15 @@ def _sample(sobject: str, number: int) -> dict[str, Any]:
             "Industry": ("Technology", "Retail", "Finance")[number % 3],
             "Website": f"https://partner{number}.example.com",
             "Partner_Tier__c": ("Gold", "Silver", "Bronze")[number % 3],
+        }
+    if sobject == "Opportunity":
+        return {
+            "Name": f"Deal {number}",
+            "Amount": 1000.0 + number % 50 * 250,
+            "StageName": ("Prospecting", "Negotiation/Review", "Closed Won")[number % 3],
+            "CloseDate": "2026-12-31",
+            "IsClosed": number % 3 == 2,
+            "IsWon": number % 3 == 2,
         }
     return {
         "FirstName": f"First{number}",
