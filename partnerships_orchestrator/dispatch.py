@@ -21,6 +21,7 @@ refuses, so the request never leaves.
 from __future__ import annotations
 
 import contextvars
+import math
 import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -79,6 +80,22 @@ class DispatchRun:
     playbook: str
 
 
+SECONDS_IN_FLIGHT = 0.03  # a request's round trip plus its two ledger commits, roughly
+MAX_IN_FLIGHT = 32
+DEFAULT_IN_FLIGHT = 8  # a provider without a rate limit (the sandbox outbox)
+
+
+def in_flight(provider: ChannelProvider) -> int:
+    """How many requests to have in flight to keep the connection's rate (and no more, since
+    each one in flight when a process dies is an unknown outcome): 1 at 10/s, 3 at 100/s,
+    30 at 1,000/s."""
+    limit = getattr(provider, "rate_limit", None)
+    rate = getattr(limit, "rate", None)
+    if not rate:
+        return DEFAULT_IN_FLIGHT
+    return max(1, min(MAX_IN_FLIGHT, math.ceil(rate * SECONDS_IN_FLIGHT)))
+
+
 class Dispatcher:
     """Sends messages through one provider under the at-most-once rule (module docstring)."""
 
@@ -103,13 +120,14 @@ class Dispatcher:
         deliveries: Sequence[Delivery],
         *,
         stop_at_failure: bool = False,
-        workers: int = 1,
+        workers: int | None = 1,
         timeout: float | None = None,
     ) -> list[Outcome]:
         """Send what the ledger allows and return one outcome per delivery, in order.
 
         Messages with the same content share a request where the provider has a batch API.
-        ``workers`` requests go out at once (the connection's limiter paces them all);
+        ``workers`` requests go out at once (the connection's limiter paces them all; ``None``:
+        as many as keep the connection's rate, see :func:`in_flight`);
         ``timeout`` bounds each request's wait and send (cancelled: ``not_sent``). With
         ``stop_at_failure`` (one worker) the requests after a refusal are ``not_sent``. A request
         whose outcome is unknown (it left, no answer came) dead-letters its messages as
@@ -118,6 +136,7 @@ class Dispatcher:
         outcomes: dict[DeliveryKey, Outcome] = {}
         ready = self._precheck(deliveries, outcomes)
         groups = self._groups(ready)
+        workers = in_flight(self.provider) if workers is None else workers
         if workers > 1 and len(groups) > 1 and not stop_at_failure:
             with ThreadPoolExecutor(workers, thread_name_prefix="dispatch") as pool:
                 runs = [

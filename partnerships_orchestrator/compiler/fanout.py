@@ -10,8 +10,8 @@ from failure skips mapped steps that never ran (dagster-io/dagster #30077, #3024
   rules hold as before: `when`, `item`, `steps.<id>.output` of that item, error policies
   (retries run in the op, per item), dead letters per item, skip markers left out of `collect`;
 - a `communicate` step sends the chunk's messages through the delivery service together
-  (``dispatch``): the provider's batch API where it has one, :data:`WORKERS` requests at once
-  otherwise, every message still with its own ledger row;
+  (``dispatch``): the provider's batch API where it has one, otherwise as many requests at once
+  as keep the connection's rate (``dispatch.in_flight``), every message with its own ledger row;
 - what each step gave for each item is kept (``item_results``), and every delivery is in the
   ledger, so when Dagster re-executes the op from failure it picks up where the run stopped:
   finished items are not run (or posted, or sent) again, the rest are;
@@ -59,7 +59,7 @@ from partnerships_orchestrator.steps import communicate
 from partnerships_orchestrator.steps.context import SKIPPED
 
 CHUNK_SIZE = 1000  # items per chunk: one progress line each, and SendGrid's batch size
-WORKERS = 8  # items (or requests) of a chunk at once; the connection's limiter sets the pace
+WORKERS = 8  # items of a chunk at once for steps other than `communicate`
 
 
 @dataclass(frozen=True)
@@ -353,7 +353,7 @@ def _communicate(
                 communicate.announce(step, first_ctx, provider)
             flat = [d for _, deliveries in prepared.values() for d in deliveries]
             dispatcher = communicate.dispatcher(step, first_ctx, provider)
-            outcomes = iter(dispatcher.deliver(flat, workers=WORKERS, timeout=plan.timeout))
+            outcomes = iter(dispatcher.deliver(flat, workers=None, timeout=plan.timeout))
             for i, (ctx, deliveries) in prepared.items():
                 mine = [next(outcomes) for _ in deliveries]
                 try:

@@ -24,6 +24,7 @@ import mimetypes
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -149,6 +150,7 @@ def read_attachments(provider: str, paths: tuple[str, ...]) -> list[Attachment]:
     return files
 
 
+@lru_cache(maxsize=256)  # a bulk send renders the same body for many recipients
 def html_from_markdown(body: str) -> str:
     """The HTML alternative of a Markdown body (the text part is the Markdown itself)."""
     return markdown.markdown(body, extensions=["extra", "sane_lists"])
