@@ -463,6 +463,29 @@ for `string` inputs).
 - `manual`: the launchpad, the API or `partnerships run`; `trigger` is `{{type: manual}}`
   (plus `via: cli` from `partnerships run`).
 
+## Assets: sync, dataset, metrics, report
+
+- `sync`: one asset and warehouse table `<id>_<object>` per object (HubSpot `contacts`,
+  `companies`, `deals`; Salesforce `accounts`, `contacts`, `opportunities`): `id`, one typed
+  column per property (Salesforce fields in snake case), `modified_at`, `is_deleted`,
+  `deleted_at`, `synced_at`, `raw` (JSON). Incremental by last-modified time, rows and cursor
+  committed together; deleted records marked; `full_refresh` in the launchpad config (or
+  `partnerships materialize --full-refresh`). Reads the provider's connection, else the sandbox
+  demo CRM. Checks `unique_id` and `required_columns`.
+- `dataset`: its upstream assets are the tables its SQL reads (plus `deps`); a table that is not
+  an asset, a warehouse table or in `sources` is a validation problem, as is SQL that does not
+  parse or a dependency cycle. Rebuilt and swapped in one transaction. `checks` become asset
+  checks; `blocking: true` stops downstream assets when the check fails with `error` severity.
+- `metrics`: each value is numeric metadata of the asset and a row of `metric_history`;
+  `target` warns when missed, `thresholds` warn past `warn` and fail past `error`
+  (`higher_is_better: false` flips both).
+- `report`: the template sees `data.<id>` rows, `metrics.<id>.<metric>` values, `report` and
+  `chart(kind, rows, x, y, title)` (SVG `bar` / `line`); files under
+  `<home>/artifacts/reports/<id>/<run id>/`; `deliver` sends each recipient the report at most
+  once per materialization (email with the PDF attached, chat with a summary and the path).
+- Without a `schedule`, datasets, metrics and reports follow their upstreams (Dagster's eager
+  automation condition); with one, the job `<id>__assets` runs on it.
+
 ## The sandbox outbox
 
 A channel with no connection configured delivers to the sandbox `outbox` (the run's log says
