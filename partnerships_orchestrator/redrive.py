@@ -7,7 +7,6 @@ does not send again what the delivery ledger says was delivered, and sends only 
 
 from __future__ import annotations
 
-import pickle
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -22,6 +21,7 @@ from partnerships_orchestrator.run_local import find_playbook
 from partnerships_orchestrator.settings import Settings
 from partnerships_orchestrator.steps import runner_for
 from partnerships_orchestrator.steps.context import SKIPPED, RunInfo, StepContext
+from partnerships_orchestrator.store import codec
 from partnerships_orchestrator.store.state import StateStore
 
 REDRIVABLE = ("skip", "abort", "retry_exhausted", "failed")
@@ -95,7 +95,7 @@ def _context(
         playbook=playbook,
         step=step,
         run=run,
-        scope=pickle.loads(letter["scope"]),  # written by this product's own ops
+        scope=codec.decode(letter["scope"]),
         settings=settings,
         resources=step_resources(resources["partnerships"], resources, playbook),
         mapping_key=recorded.get("mapping_key"),

@@ -24,7 +24,6 @@ item order: exactly what a `collect: true` step gathered from the mapped steps b
 from __future__ import annotations
 
 import contextvars
-import pickle
 import random
 import time
 from collections import Counter
@@ -57,6 +56,8 @@ from partnerships_orchestrator.spec.graph import StepGraph
 from partnerships_orchestrator.spec.models import CommunicateStep, OnError, Playbook
 from partnerships_orchestrator.steps import communicate
 from partnerships_orchestrator.steps.context import SKIPPED
+from partnerships_orchestrator.store import codec
+from partnerships_orchestrator.store.jsonable import jsonable
 
 CHUNK_SIZE = 1000  # items per chunk: one progress line each, and SendGrid's batch size
 WORKERS = 8  # items of a chunk at once for steps other than `communicate`
@@ -254,14 +255,18 @@ def _run_member(
 def _kept(plan: StepPlan, scope: Scope) -> bytes:
     """What to keep of a step's result for one item: its output, or that it was skipped."""
     if scope.get(SKIPPED_KEY) == plan.step.id:
-        return pickle.dumps(("skipped", None))
-    return pickle.dumps(("output", scope["steps"][plan.step.id]["output"]))
+        return codec.encode(["skipped", None])
+    output = scope["steps"][plan.step.id]["output"]
+    try:
+        return codec.encode(["output", output])
+    except codec.NotEncodable:  # kept as plain JSON (an odd type becomes its text)
+        return codec.encode(["output", jsonable(output)])
 
 
 def _restore(plan: StepPlan, incoming: Scope, kept: bytes) -> Scope:
-    kind, output = pickle.loads(kept)  # written by this op in an earlier run of the same root
+    kind, output = codec.decode(kept)
     result = output_scope(plan, incoming, SKIPPED if kind == "skipped" else output)
-    assert result is not None  # a mapped step always passes a scope on
+    assert result is not None  # nosec B101 # invariant for mypy: a mapped step always passes a scope on
     return result
 
 
@@ -328,7 +333,7 @@ def _communicate(
 ) -> tuple[dict[int, Scope], dict[int, str]]:
     """The chunk's messages, rendered per item, sent together; policies applied per item."""
     step = plan.step
-    assert isinstance(step, CommunicateStep)
+    assert isinstance(step, CommunicateStep)  # nosec B101 # invariant for mypy: only communicate steps come here
     log = _quiet(context.log)
     produced: dict[int, Scope] = {}
     failed: dict[int, str] = {}
@@ -364,7 +369,7 @@ def _communicate(
                 for receipt in receipts:
                     tally.add(step.id, str(receipt.get("status", "sent")))
                 result = output_scope(plan, todo[i], receipts)
-                assert result is not None
+                assert result is not None  # nosec B101 # invariant for mypy: a mapped step always passes a scope on
                 produced[i] = result
         pending = []
         for i, (ctx, error) in sorted(errors.items()):
@@ -386,7 +391,7 @@ def _communicate(
 def _skip(plan: StepPlan, scope: Scope, tally: _Tally) -> Scope:
     tally.add(plan.step.id, "skipped")
     result = output_scope(plan, scope, SKIPPED)
-    assert result is not None
+    assert result is not None  # nosec B101 # invariant for mypy: a mapped step always passes a scope on
     return result
 
 
@@ -398,9 +403,9 @@ def retry_delay(policy: OnError, attempt: int) -> float:
     elif policy.backoff == "linear":
         delay *= attempt
     if policy.jitter == "full":
-        delay = random.uniform(0, delay)
+        delay = random.uniform(0, delay)  # nosec B311 # retry jitter, not a secret
     elif policy.jitter == "plus_minus":
-        delay = max(0.0, delay + random.uniform(-delay, delay))
+        delay = max(0.0, delay + random.uniform(-delay, delay))  # nosec B311 # retry jitter, not a secret
     return delay
 
 

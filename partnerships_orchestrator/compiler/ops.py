@@ -8,7 +8,6 @@ it; inside a fan-out the item carries a skip marker, and the collect step simply
 
 import contextvars
 import json
-import pickle
 import time
 from collections.abc import Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
@@ -45,6 +44,7 @@ from partnerships_orchestrator.expressions import evaluate
 from partnerships_orchestrator.spec.models import OnError, Playbook, StepBase, WebhookTrigger
 from partnerships_orchestrator.steps import runner_for
 from partnerships_orchestrator.steps.context import SKIPPED, RunInfo, StepContext, StepResources
+from partnerships_orchestrator.store import codec
 from partnerships_orchestrator.store.jsonable import jsonable
 
 RESOURCE_KEY = "partnerships"
@@ -388,11 +388,11 @@ def _dead_letter_inputs(plan: StepPlan, ctx: StepContext) -> dict[str, Any]:
     }
 
 
-def _pickled_scope(scope: Mapping[str, Any]) -> bytes | None:
-    """The step's scope for a later redrive (None if something in it cannot be pickled)."""
+def _kept_scope(scope: Mapping[str, Any]) -> bytes | None:
+    """The step's scope as typed JSON for a later redrive (None if a value is not data)."""
     try:
-        return pickle.dumps(dict(scope))
-    except (pickle.PicklingError, TypeError, AttributeError):
+        return codec.encode(dict(scope))
+    except codec.NotEncodable:
         return None
 
 
@@ -414,7 +414,7 @@ def handle_failure(
             error=exc,
             inputs=jsonable(_dead_letter_inputs(plan, ctx)),
             attempts=attempt,
-            scope=_pickled_scope(ctx.scope),
+            scope=_kept_scope(ctx.scope),
         )
 
     if policy.action == "skip":

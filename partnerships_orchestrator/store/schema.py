@@ -7,10 +7,14 @@ SQLite, SQLite's own write lock (``BEGIN IMMEDIATE``) serialises the same work b
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from datetime import UTC, datetime
+
 import sqlalchemy as sa
 from sqlalchemy import Connection, Engine
 
 from partnerships_orchestrator.store import tables
+from partnerships_orchestrator.store.legacy_pickles import pickles_to_json
 
 # any fixed 64-bit number: the advisory lock that guards this product's schema changes
 SCHEMA_LOCK_KEY = 0x5041_5254_4E45_5253
@@ -25,6 +29,24 @@ def ensure_schema(engine: Engine) -> None:
         schema_lock(conn)
         tables.metadata.create_all(conn, checkfirst=True)
         _add_columns(conn)
+        _migrate_data(conn)
+
+
+# one-time data migrations, in order; each runs once per database, under the lock
+MIGRATIONS: tuple[tuple[str, Callable[[Connection], None]], ...] = (
+    ("state-json-1", pickles_to_json),
+)
+
+
+def _migrate_data(conn: Connection) -> None:
+    done = set(conn.execute(sa.select(tables.schema_migrations.c.name)).scalars())
+    for name, migrate in MIGRATIONS:
+        if name in done:
+            continue
+        migrate(conn)
+        conn.execute(
+            sa.insert(tables.schema_migrations).values(name=name, applied_at=datetime.now(UTC))
+        )
 
 
 def _add_columns(conn: Connection) -> None:

@@ -476,7 +476,7 @@ class StateStore:
         return int(result.inserted_primary_key[0])  # type: ignore[index]
 
     def dead_letter(self, letter_id: int) -> dict[str, Any] | None:
-        """One dead letter, its pickled scope included."""
+        """One dead letter, its scope (typed JSON, see ``codec``) included."""
         query = select(tables.dead_letters).where(tables.dead_letters.c.id == letter_id)
         with self.engine.connect() as conn:
             row = conn.execute(query).mappings().first()

@@ -48,7 +48,7 @@ item_results = Table(
     Column("root_run_id", String(64), nullable=False),
     Column("step", String(200), nullable=False),
     Column("item_key", String(200), nullable=False),
-    Column("result", LargeBinary, nullable=False),  # pickled (kind, value), written by our ops
+    Column("result", LargeBinary, nullable=False),  # [kind, value] as typed JSON (store/codec.py)
     Column("created_at", DateTime(timezone=True), nullable=False),
     UniqueConstraint("root_run_id", "step", "item_key", name="uq_item_result"),
 )
@@ -86,7 +86,7 @@ dead_letters = Table(
     Column("inputs", JSON),
     Column("attempts", Integer, nullable=False, default=1),
     Column("status", String(20), nullable=False, default="open"),  # open | redriven
-    Column("scope", LargeBinary),  # the step's expression scope (pickled), for redrives
+    Column("scope", LargeBinary),  # the step's expression scope as typed JSON, for redrives
     Column("redriven_at", DateTime(timezone=True)),
     Column("created_at", DateTime(timezone=True), nullable=False),
     Index("ix_dead_letters_playbook", "playbook"),
@@ -95,6 +95,14 @@ dead_letters = Table(
 
 # columns added after a table was first shipped: created on existing databases at start-up
 ADDED_COLUMNS: dict[str, tuple[str, ...]] = {"dead_letters": ("root_run_id",)}
+
+# one-time data migrations already applied to this database (store/schema.py)
+schema_migrations = Table(
+    "schema_migrations",
+    metadata,
+    Column("name", String(100), primary_key=True),
+    Column("applied_at", DateTime(timezone=True), nullable=False),
+)
 
 inbox = Table(
     "inbox",
