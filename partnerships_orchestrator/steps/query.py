@@ -1,7 +1,10 @@
 """The ``query`` step: rows from the warehouse, a dataset, or a CRM connector.
 
 SQL runs through SQLAlchemy ``text()`` with bound parameters only; values are never spliced into
-the SQL text. A query step reads: its transaction is never committed.
+the SQL text. A query step reads: its transaction is never committed, and on PostgreSQL it is
+a read-only transaction (``SET TRANSACTION READ ONLY``), so not even a statement that returns
+rows (``INSERT ... RETURNING``, a data-modifying ``WITH``) can change the warehouse; tables are
+written by `dataset` and `sync` documents.
 
 Values are made plain for the expression language: ``Decimal`` becomes ``float``, and naive
 datetimes (the warehouse stores naive UTC) become aware UTC so they compare with ``now()`` and
@@ -34,6 +37,7 @@ WAREHOUSE = "warehouse"
 _SQLITE_DATETIME = re.compile(r"^\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}\.\d{6}$")
 _SQLITE_DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 _PG_QUERY_CANCELED = "57014"
+_PG_READ_ONLY_TRANSACTION = "25006"
 
 
 def run(step: QueryStep, ctx: StepContext) -> dict[str, Any]:
@@ -59,6 +63,7 @@ def _warehouse_rows(step: QueryStep, ctx: StepContext) -> list[dict[str, Any]]:
     params = {name: bind_value(value, engine.dialect.name) for name, value in params.items()}
     try:
         with engine.connect() as conn:
+            _read_only(conn)
             _apply_deadline(conn, step, ctx.deadline)
             result = conn.execute(statement, params)
             if not result.returns_rows:
@@ -77,7 +82,7 @@ def _table_name(step: QueryStep) -> str:
     """The table a `sql`-less query reads: the dataset's own table, or ``object``."""
     if step.source.startswith(DATASET_PREFIX):
         return step.source.removeprefix(DATASET_PREFIX)
-    assert step.object is not None  # nosec B101 - invariant for mypy: the model requires `sql` or `object`
+    assert step.object is not None  # nosec B101 # invariant for mypy: the model requires `sql` or `object`
     return step.object
 
 
@@ -105,6 +110,15 @@ def bind_value(value: Any, dialect: str) -> Any:
     return value
 
 
+def _read_only(conn: Connection) -> None:
+    """Make the step's transaction read-only where the database enforces it (PostgreSQL).
+
+    It is the transaction's first statement, as PostgreSQL requires; the transaction is rolled
+    back when the connection goes back to the pool, so the setting never outlives the step."""
+    if conn.dialect.name == "postgresql":
+        conn.execute(sa.text("SET TRANSACTION READ ONLY"))
+
+
 def _apply_deadline(conn: Connection, step: QueryStep, deadline: float | None) -> None:
     """Bound the statement by the step's deadline where the database can (PostgreSQL)."""
     if deadline is None:
@@ -122,7 +136,13 @@ def _sql_error(step: QueryStep, exc: StatementError) -> StepError:
     original = exc.orig if exc.orig is not None else exc
     lines = str(original).strip().splitlines()
     message = lines[0] if lines else type(original).__name__
-    if isinstance(exc, DBAPIError) and getattr(exc.orig, "sqlstate", None) == _PG_QUERY_CANCELED:
+    sqlstate = getattr(exc.orig, "sqlstate", None) if isinstance(exc, DBAPIError) else None
+    if sqlstate == _PG_READ_ONLY_TRANSACTION:
+        return StepError(
+            f"query step `{step.id}` tried to change the warehouse: {message}",
+            hint="a query step reads; write tables with a `dataset` or `sync` document",
+        )
+    if sqlstate == _PG_QUERY_CANCELED:
         return StepTimeout(
             f"query step `{step.id}` ran past its timeout: {message}",
             hint="raise `timeout_seconds` or make the query cheaper",

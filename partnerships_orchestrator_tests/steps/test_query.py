@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import dataclasses
 import time
+import uuid
+from collections.abc import Iterator
 from datetime import UTC, date, datetime, timedelta, timezone
 from typing import Any
 
@@ -13,6 +16,7 @@ from sqlalchemy.engine import Engine
 from partnerships_orchestrator.errors import ConnectorError, StepError, StepTimeout
 from partnerships_orchestrator.spec.models import QueryStep
 from partnerships_orchestrator.steps import query
+from partnerships_orchestrator_tests.postgres import create_database
 from partnerships_orchestrator_tests.steps.conftest import MakeContext
 
 
@@ -189,3 +193,48 @@ def test_expired_deadline_times_out_before_querying(make_ctx: MakeContext) -> No
     with pytest.raises(StepTimeout):
         query.run(step, make_ctx(step, deadline=time.monotonic() - 1))
     assert query.run(step, make_ctx(step, deadline=time.monotonic() + 30))["rows"] == [{"one": 1}]
+
+
+@pytest.fixture(scope="module")
+def pg_warehouse(postgres_url: str) -> Iterator[Engine]:
+    """The same ``partners`` table on a real PostgreSQL."""
+    url = create_database(postgres_url, f"query_ro_{uuid.uuid4().hex[:10]}")
+    engine = sa.create_engine(url)
+    with engine.begin() as conn:
+        conn.execute(sa.text("create table partners (id text primary key, name text not null)"))
+        conn.execute(sa.text("insert into partners values ('P1', 'Acme'), ('P2', 'Globex')"))
+    yield engine
+    engine.dispose()
+
+
+@pytest.mark.parametrize(
+    "sql",
+    [
+        "insert into partners values ('P9', 'Mallory') returning id",
+        "with gone as (delete from partners returning id) select count(*) from gone",
+        "update partners set name = 'x' returning id",
+    ],
+)
+def test_query_steps_on_postgresql_cannot_change_the_warehouse(
+    make_ctx: MakeContext, pg_warehouse: Engine, sql: str
+) -> None:
+    step = make_step(id="sneaky", sql=sql)
+    ctx = make_ctx(step)
+    ctx.resources = dataclasses.replace(ctx.resources, warehouse=lambda: pg_warehouse)
+
+    with pytest.raises(StepError) as caught:
+        query.run(step, ctx)
+
+    assert "query step `sneaky` tried to change the warehouse" in str(caught.value)
+    assert "read-only transaction" in str(caught.value)
+    with pg_warehouse.connect() as conn:
+        rows = conn.execute(sa.text("select id, name from partners order by id")).all()
+    assert [tuple(r) for r in rows] == [("P1", "Acme"), ("P2", "Globex")]
+
+
+def test_query_steps_on_postgresql_still_read(make_ctx: MakeContext, pg_warehouse: Engine) -> None:
+    step = make_step(sql="select id from partners where name = :n", params={"n": "Globex"})
+    ctx = make_ctx(step)
+    ctx.resources = dataclasses.replace(ctx.resources, warehouse=lambda: pg_warehouse)
+
+    assert ids(query.run(step, ctx)) == ["P2"]
