@@ -33,6 +33,7 @@ test: setup services  ## set up and run the whole test suite (starts its own Pos
 lint: setup
 	$(BIN)/ruff check partnerships_orchestrator partnerships_orchestrator_tests benchmarks
 	$(BIN)/mypy partnerships_orchestrator
+	$(BIN)/bandit -q -r partnerships_orchestrator  # each remaining finding is marked on its line with its reason
 
 bench: setup
 	$(BIN)/python benchmarks/compile.py

@@ -414,7 +414,7 @@ def generate_demo_rows(
     """Rows per table name, in insert order, without touching a database."""
     if partners < 0:
         raise ValueError(f"partners must be >= 0, got {partners}")
-    rng = random.Random(seed)  # nosec B311 - demo rows, seeded so they are reproducible
+    rng = random.Random(seed)  # nosec B311 # demo rows, seeded so they are reproducible
     today = today or date.today()
     base = datetime.combine(today, time())
     drafts = _draft_partners(rng, partners, base)

@@ -118,7 +118,7 @@ def parse_expression(source: str) -> nodes.Expr:
     """Parse a bare expression; raises ``TemplateSyntaxError``."""
     parser = ENV._parse(f"{{{{ {source} }}}}", None, None)  # noqa: SLF001 - jinja's own parser
     output = parser.body[0]
-    assert isinstance(output, nodes.Output)  # nosec B101 - invariant for mypy: a `{{ }}` template parses to one Output
+    assert isinstance(output, nodes.Output)  # nosec B101 # invariant for mypy: a `{{ }}` template parses to one Output
     return output.nodes[0]  # type: ignore[return-value]
 
 

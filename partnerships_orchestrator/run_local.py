@@ -317,7 +317,7 @@ def _leaf_outputs(playbook: Playbook, result: dg.ExecuteInProcessResult) -> dict
             continue
         try:
             scope = result.output_for_node(naming.node_name(step.id))
-        except Exception:  # nosec B112 - no output: the step was skipped or failed  # noqa: BLE001
+        except Exception:  # nosec B112 # no output: the step was skipped or failed  # noqa: BLE001
             continue
         outputs[step.id] = scope["steps"][step.id]["output"]
     return outputs

@@ -257,7 +257,7 @@ class DemoCRM:
         touched: dict[int, set[str]] = {}
         deleted: dict[str, int] = {}
         for g in range(1, generation + 1):
-            rng = random.Random(f"{self.provider}:{obj.name}:{g}")
+            rng = random.Random(f"{self.provider}:{obj.name}:{g}")  # nosec B311 # demo CRM records, seeded so they are reproducible
             live = [i for i in base_ids if i not in deleted]
             if not live:
                 break

@@ -475,7 +475,7 @@ class HttpClient:
         if auth is not None:
             self.redactor.add_source(auth.secrets)
         self._sleep = sleep
-        self._rng = rng or random.Random()  # nosec B311 - retry jitter, not a secret
+        self._rng = rng or random.Random()  # nosec B311 # retry jitter, not a secret
         self._http = httpx.Client(
             base_url=base_url,
             timeout=self.timeouts.to_httpx(),
@@ -501,7 +501,7 @@ class HttpClient:
         selects a per-key sub-limit; ``retry=False`` gives up at the first retryable failure
         (non-idempotent writes). Pass files as bytes so a retry can send them again."""
         outcome = self._call(method, url, limit_key, retry, kwargs, want_json=False)
-        assert outcome.response is not None  # nosec B101 - invariant for mypy: _call returns a response unless it raised
+        assert outcome.response is not None  # nosec B101 # invariant for mypy: _call returns a response unless it raised
         return outcome.response
 
     def request_json(

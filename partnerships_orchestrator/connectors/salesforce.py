@@ -246,7 +246,7 @@ class SalesforceCRM(CRMResource):
                 return []
             conditions.append(self._condition(self._name(name), value))
         selected = ", ".join(self._names(properties)) if properties else "FIELDS(STANDARD)"
-        soql = f"SELECT {selected} FROM {self._name(object)}"  # nosec B608 - SOQL: names checked by _name, values quoted by soql_literal
+        soql = f"SELECT {selected} FROM {self._name(object)}"  # nosec B608 # SOQL: names checked by _name, values quoted by soql_literal
         if conditions:
             soql += " WHERE " + " AND ".join(conditions)
         if limit is not None:
@@ -480,7 +480,7 @@ def _modified_query(object_type: str, names: list[str], cursor: _Cursor, chunk: 
     if cursor.last_id is not None:
         where += f" AND (SystemModstamp > {cursor.stamp} OR Id > {soql_literal(cursor.last_id)})"
     return (
-        f"SELECT {', '.join(names)} FROM {object_type} WHERE {where} "  # nosec B608 - SOQL: names from describe, values quoted by soql_literal
+        f"SELECT {', '.join(names)} FROM {object_type} WHERE {where} "  # nosec B608 # SOQL: names from describe, values quoted by soql_literal
         f"ORDER BY SystemModstamp ASC, Id ASC LIMIT {chunk}"
     )
 

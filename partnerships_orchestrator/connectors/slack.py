@@ -74,7 +74,7 @@ _AUTH_ERRORS = frozenset(
         "action_prohibited",
     }
 )
-_TOKEN_HINT = "check the slack connection's token (a bot token, xoxb-…)"  # nosec B105 - a hint for users, not a password
+_TOKEN_HINT = "check the slack connection's token (a bot token, xoxb-…)"  # nosec B105 # a hint for users, not a password
 _ERRORS: dict[str, tuple[str, str]] = {
     "channel_not_found": (
         "no such channel, or it is private and the app is not in it",

@@ -170,7 +170,7 @@ class VaultTokenAuth(Auth):
 
     def _login(self) -> _Lease:
         settings = self.settings
-        assert settings.role_id is not None and settings.secret_id is not None  # nosec B101 - invariant for mypy: AppRole login is chosen only with both set
+        assert settings.role_id is not None and settings.secret_id is not None  # nosec B101 # invariant for mypy: AppRole login is chosen only with both set
         now = self._clock()
         body = {
             "role_id": settings.role_id.get_secret_value(),
@@ -184,7 +184,7 @@ class VaultTokenAuth(Auth):
 
     def _lookup(self) -> _Lease:
         """Learn the static token's remaining TTL."""
-        assert self.settings.token is not None  # nosec B101 - invariant for mypy: token lookup is chosen only with a token
+        assert self.settings.token is not None  # nosec B101 # invariant for mypy: token lookup is chosen only with a token
         token = self.settings.token.get_secret_value()
         now = self._clock()
         payload = self._session.request_json(

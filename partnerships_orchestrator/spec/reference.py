@@ -199,7 +199,7 @@ class _Renderer:
         self.anchors: set[str] = set()
 
     def heading(self, level: int, ident: str, text: str) -> None:
-        assert ident not in self.anchors, f"two sections would share the anchor #{ident}"  # nosec B101 - build-time check of the generated reference
+        assert ident not in self.anchors, f"two sections would share the anchor #{ident}"  # nosec B101 # build-time check of the generated reference
         self.anchors.add(ident)
         self.lines += ["", f'<a id="{ident}"></a>', "", f"{'#' * level} {text}", ""]
 
@@ -263,9 +263,9 @@ class _Renderer:
 
 def _documents(renderer: _Renderer) -> None:
     union = tagged_union(Document)
-    assert union is not None  # nosec B101 - invariant for mypy: Document is a tagged union
+    assert union is not None  # nosec B101 # invariant for mypy: Document is a tagged union
     base = _common_base(union.members)
-    assert base is not None  # nosec B101 - invariant for mypy: the kinds share a base model
+    assert base is not None  # nosec B101 # invariant for mypy: the kinds share a base model
     renderer.lines += ["", "## Documents", "", "| kind | what it is |", "|---|---|"]
     for member in union.members:
         kind = tag_value(member, union.tag)
@@ -572,7 +572,7 @@ def render_reference() -> str:
     renderer = _Renderer()
     _documents(renderer)
     body = "\n".join(renderer.lines).strip("\n")
-    assert OnError in renderer.done  # nosec B101 - build-time check: the preface links to its table
+    assert OnError in renderer.done  # nosec B101 # build-time check: the preface links to its table
     connectors = "\n".join(connector_settings()).strip("\n")
     return preface().rstrip("\n") + "\n\n" + body + "\n\n" + connectors + "\n"
 

@@ -109,7 +109,7 @@ def _load(step: TemplateStep, templates_dir: Path, *, autoescape: bool) -> Templ
     try:
         if step.source is not None:
             return _inline(templates_dir, autoescape, step.source)
-        assert step.template is not None  # nosec B101 - invariant for mypy: the model requires `template` or `source`
+        assert step.template is not None  # nosec B101 # invariant for mypy: the model requires `template` or `source`
         if _inside(templates_dir, step.template) is None:
             raise StepError(
                 f"template step `{step.id}`: `{step.template}` is outside the templates folder",
