@@ -51,6 +51,7 @@ from partnerships_orchestrator.compiler.ops import (
     step_context,
 )
 from partnerships_orchestrator.compiler.scope import SKIPPED_KEY, Scope, merge, public, with_item
+from partnerships_orchestrator.compiler.step_process import end_with_run_worker
 from partnerships_orchestrator.expressions import evaluate
 from partnerships_orchestrator.spec.graph import StepGraph
 from partnerships_orchestrator.spec.models import CommunicateStep, OnError, Playbook
@@ -100,6 +101,7 @@ def build_region_op(region: RegionPlan) -> dg.OpDefinition:
         pool=pools[0] if pools else None,
     )
     def _region_op(context, **arrived: Any) -> Iterator[dg.Output]:
+        end_with_run_worker(context)
         yield from _run_region(region, context, arrived)
 
     return _region_op

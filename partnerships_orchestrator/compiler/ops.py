@@ -31,6 +31,7 @@ from partnerships_orchestrator.compiler.scope import (
     root_scope,
     with_output,
 )
+from partnerships_orchestrator.compiler.step_process import end_with_run_worker
 from partnerships_orchestrator.connections import CHANNELS, CRMS
 from partnerships_orchestrator.connectors.departure import Cancellation, cancellable
 from partnerships_orchestrator.errors import (
@@ -141,6 +142,7 @@ def build_step_op(plan: StepPlan) -> dg.OpDefinition:
         pool=plan.pool,
     )
     def _step_op(context, **arrived: Any) -> Iterator[dg.Output]:
+        end_with_run_worker(context)
         yield from _execute(plan, context, arrived)
 
     return _step_op
