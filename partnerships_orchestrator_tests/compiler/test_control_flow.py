@@ -36,6 +36,8 @@ steps:
         ["a", "b"],
         ["c"],
     ]
+    # the UI shows each node by its step id; op definitions stay unique in the code location
+    assert job.graph.node_named("c").definition.name == "branches__c"
 
 
 def test_join_sees_every_upstream_output(run_playbook):
