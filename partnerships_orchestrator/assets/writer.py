@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 import sqlalchemy as sa
-from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.dialects import sqlite
 
 SQLITE_ID_CHUNK = 500  # below SQLite's bound-parameter limit
 
@@ -95,10 +95,3 @@ class PostgresWriter:
             )
             cursor.execute(f"DROP TABLE {stage}")
         return Upserted(len(rows) - existing, existing)
-
-
-def pg_upsert_statement(table: sa.Table) -> sa.Insert:
-    """An ``INSERT ... ON CONFLICT (id) DO UPDATE`` for PostgreSQL (used for small writes)."""
-    statement = postgresql.insert(table)
-    updates = {c.name: statement.excluded[c.name] for c in table.columns if c.name != "id"}
-    return statement.on_conflict_do_update(index_elements=["id"], set_=updates)

@@ -107,6 +107,8 @@ def check_document(
         findings += list(_sync_problems(model, file, index))
     if isinstance(model, Dataset | Metrics):
         findings += list(_sql_problems(model, file, index, context))
+    if isinstance(model, Dataset | Sync):
+        findings += list(_table_collisions(model, file, index))
     if isinstance(model, Connections):
         from partnerships_orchestrator.connections import connection_problems
 
@@ -165,6 +167,25 @@ def _sql_problems(
     for n, dep in enumerate(model.deps):
         if not context.knows_asset(dep):
             yield Finding(file, index, ("deps", n), *_unknown_asset(dep, context))
+
+
+def _table_collisions(model: Dataset | Sync, file: str, index: int) -> Iterator[Finding]:
+    """A dataset or sync table must not replace a table of the warehouse schema."""
+    tables = warehouse_tables()
+    named: list[tuple[Loc, str]] = (
+        [(("id",), model.id)]
+        if isinstance(model, Dataset)
+        else [(("objects", n), a) for n, a in enumerate(model.asset_ids())]
+    )
+    for loc, asset_id in named:
+        if _normal(asset_id) in tables:
+            yield Finding(
+                file,
+                index,
+                loc,
+                f"`{asset_id}` would replace the warehouse table `{_normal(asset_id)}`",
+                "choose another id: the asset's table is named after it",
+            )
 
 
 def _sync_problems(sync: Sync, file: str, index: int) -> Iterator[Finding]:

@@ -438,6 +438,14 @@ CASES_TABLE = [
         ("did you mean `hubspot_deals`?",),
     ),
     Case(
+        "dataset_replaces_warehouse_table.yaml",
+        2,
+        5,
+        "id",
+        ("`partners` would replace the warehouse table `partners`",),
+        ("choose another id",),
+    ),
+    Case(
         "dataset_unknown_dep.yaml",
         4,
         8,
