@@ -7,15 +7,21 @@ import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 from rich.console import Console
+from rich.live import Live
+from rich.markup import escape
 from rich.table import Table
 
 from partnerships_orchestrator.errors import PartnershipsError
+from partnerships_orchestrator.project import Project
 from partnerships_orchestrator.settings import Settings, load_settings
 from partnerships_orchestrator.store.jsonable import jsonable
+
+if TYPE_CHECKING:
+    from partnerships_orchestrator.run_local import ProgressEvent, RunSummary
 
 
 def _console(stderr: bool = False) -> Console:
@@ -34,6 +40,10 @@ def _settings(ctx: click.Context) -> Settings:
         playbooks_dir=ctx.params.get("playbooks") or opts.get("playbooks"),
         home=ctx.params.get("home") or opts.get("home"),
     )
+
+
+def _project(ctx: click.Context) -> Project:
+    return Project(_settings(ctx))
 
 
 def common_options(fn: Callable[..., Any]) -> Callable[..., Any]:
@@ -114,10 +124,8 @@ def validate(
 @click.pass_context
 def list_(ctx: click.Context, playbooks: str | None, home: str | None, as_json: bool) -> None:
     """List the documents in the playbooks folder."""
-    from partnerships_orchestrator.spec.loader import load_catalog
-
-    settings = _settings(ctx)
-    catalog = load_catalog([settings.playbooks_dir], templates_dir=settings.templates_dir)
+    project = _project(ctx)
+    settings, catalog = project.settings, project.strict_catalog()
     rows = [_document_row(d.model, d.file, settings) for d in catalog.documents]
     invalid = [
         {"file": _rel(f, settings), "problems": len(p)} for f, p in catalog.invalid_files.items()
@@ -200,11 +208,9 @@ def show(
 
 
 def _playbook(ctx: click.Context, playbook_id: str) -> Any:
-    from partnerships_orchestrator.spec.loader import load_catalog
     from partnerships_orchestrator.spec.models import Playbook
 
-    settings = _settings(ctx)
-    catalog = load_catalog([settings.playbooks_dir], templates_dir=settings.templates_dir)
+    catalog = _project(ctx).strict_catalog()
     doc = catalog.get(playbook_id)
     if doc is None or not isinstance(doc, Playbook):
         known = ", ".join(p.id for p in catalog.playbooks()) or "none"
@@ -286,9 +292,7 @@ def run(
     quiet: bool,
 ) -> None:
     """Run a playbook in this process with live step progress; exit 1 if the run failed."""
-    from partnerships_orchestrator.run_local import run_playbook
-
-    settings = _settings(ctx)
+    project = _project(ctx)
     given = {}
     for pair in inputs:
         key, sep, value = pair.partition("=")
@@ -299,14 +303,157 @@ def run(
                 )
             )
         given[key.strip()] = value
-    try:
-        summary = run_playbook(settings, playbook_id, given, progress=not (quiet or as_json))
-    except PartnershipsError as exc:
-        _fail(exc)
+    with Progress(live=not (quiet or as_json)) as progress:
+        try:
+            summary = project.execute(playbook_id, given, on_progress=progress.show)
+        except PartnershipsError as exc:
+            _fail(exc)
+    _print_summary(summary, as_json)
+
+
+@main.command()
+@click.argument("run_id")
+@common_options
+@json_option
+@click.option("--quiet", "-q", is_flag=True, help="No live progress, just the summary.")
+@click.pass_context
+def resume(
+    ctx: click.Context,
+    run_id: str,
+    playbooks: str | None,
+    home: str | None,
+    as_json: bool,
+    quiet: bool,
+) -> None:
+    """Finish a failed run (or one whose process died): re-execute it from failure in this
+    process, as a new run of the same root run. Steps that succeeded don't run again and
+    messages already delivered aren't sent again; exit 1 if it failed again."""
+    project = _project(ctx)
+    with Progress(live=not (quiet or as_json)) as progress:
+        try:
+            summary = project.resume(run_id, on_progress=progress.show)
+        except PartnershipsError as exc:
+            _fail(exc)
+    _print_summary(summary, as_json)
+
+
+@main.command()
+@common_options
+@json_option
+@click.option("--playbook", "playbook_id", default=None, help="Only this playbook's runs.")
+@click.option("--limit", default=20, show_default=True, type=int, help="At most this many.")
+@click.pass_context
+def runs(
+    ctx: click.Context,
+    playbooks: str | None,
+    home: str | None,
+    as_json: bool,
+    playbook_id: str | None,
+    limit: int,
+) -> None:
+    """List recent runs, newest first, with their status (runs whose process died are marked
+    failed first)."""
+    found = _project(ctx).runs(limit=limit, playbook_id=playbook_id)
+    if as_json:
+        _print_json([r.as_dict() for r in found])
+        return
+    table = Table("run", "playbook", "status", "started", "seconds", "via", "root run")
+    for r in found:
+        table.add_row(
+            r.run_id,
+            r.playbook or r.job,
+            f"[{_RUN_STYLE.get(r.status, 'white')}]{r.status}[/]",
+            (r.started_at or r.created_at).astimezone().strftime("%Y-%m-%d %H:%M:%S"),
+            f"{r.seconds:.1f}" if r.seconds is not None else "",
+            r.via,
+            "" if r.root_run_id == r.run_id else r.root_run_id[:8],
+        )
+    console.print(table)
+    errors.print(f"{len(found)} run(s)", highlight=False)
+
+
+_RUN_STYLE = {"SUCCESS": "green", "FAILURE": "red", "STARTED": "cyan", "CANCELED": "yellow"}
+_STEP_STYLE = {
+    "running": "cyan",
+    "succeeded": "green",
+    "failed": "red",
+    "skipped": "yellow",
+    "retrying": "magenta",
+    "pending": "dim",
+}
+
+
+class Progress:
+    """Shows a run's step progress: a live table on a terminal, one line per change otherwise.
+
+    It writes to its own copy of stderr: while a step runs, Dagster points the process's
+    stderr at the step's captured log file.
+    """
+
+    def __init__(self, live: bool) -> None:
+        self.enabled = live
+        self.stream = os.fdopen(os.dup(2), "w", buffering=1) if live else None
+        self.console = Console(file=self.stream, width=None if self._tty() else 200)
+        self.view: Live | None = None
+
+    def _tty(self) -> bool:
+        return bool(self.stream and self.stream.isatty())
+
+    def __enter__(self) -> Progress:
+        if self.enabled and self._tty():
+            self.view = Live(Table(), console=self.console, refresh_per_second=8)
+            self.view.__enter__()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.view is not None:
+            self.view.__exit__(None, None, None)
+        if self.stream is not None:
+            self.stream.close()
+
+    def show(self, event: ProgressEvent) -> None:
+        if not self.enabled:
+            return
+        if self.view is None:
+            self.console.print(f"  {event.status:>9}  {event.step}", highlight=False)
+            return
+        table = Table("step", "status", box=None, padding=(0, 2))
+        for step, status in event.steps.items():
+            table.add_row(step, f"[{_STEP_STYLE.get(status, 'white')}]{status}[/]")
+        self.view.update(table)
+
+
+def _print_summary(summary: RunSummary, as_json: bool) -> None:
     if as_json:
         _print_json(summary.as_dict())
     else:
-        summary.print(console)
+        counts = summary.counts()
+        verdict = "[bold green]succeeded[/]" if summary.success else "[bold red]failed[/]"
+        console.print(
+            f"run {summary.run_id} of `{summary.playbook}` {verdict} in {summary.seconds:.1f}s"
+            + (f" (resuming {summary.parent_run_id})" if summary.parent_run_id else "")
+        )
+        console.print(
+            f"steps: {counts['succeeded']} succeeded, {counts['skipped']} skipped, "
+            f"{counts['failed']} failed; messages sent: {summary.messages_sent}; "
+            f"dead letters: {summary.dead_letters}",
+            highlight=False,
+        )
+        for step_id, value in summary.outputs.items():
+            text = json.dumps(jsonable(value), default=str)
+            console.print(
+                f"output {step_id}: {text[:300]}{'…' if len(text) > 300 else ''}",
+                highlight=False,
+                markup=False,
+            )
+        for error in summary.errors:
+            console.print(f"[red]error:[/] {escape(error)}", highlight=False)
+        if summary.resume_command:
+            console.print(
+                f"resume: `{summary.resume_command}` (steps that succeeded don't run again; "
+                "messages already sent aren't sent again)",
+                highlight=False,
+            )
     sys.exit(0 if summary.success else 1)
 
 
@@ -327,9 +474,7 @@ def outbox(
     limit: int | None,
 ) -> None:
     """List what the sandbox outbox delivered."""
-    from partnerships_orchestrator.store.state import StateStore
-
-    messages = StateStore(_settings(ctx).state_url).outbox(run_id=run_id, channel=channel)
+    messages = _project(ctx).state.outbox(run_id=run_id, channel=channel)
     messages = messages[-limit:] if limit else messages
     if as_json:
         _print_json(messages)
@@ -372,9 +517,7 @@ def dead_letters(
     """List failures that ended in skip, abort or exhausted retries (`redrive ID` reruns one)."""
     if ctx.invoked_subcommand is not None:
         return
-    from partnerships_orchestrator.store.state import StateStore
-
-    letters = StateStore(_settings(ctx).state_url).dead_letters(playbook=playbook_id, run_id=run_id)
+    letters = _project(ctx).state.dead_letters(playbook=playbook_id, run_id=run_id)
     if as_json:
         _print_json(letters)
         return
@@ -405,10 +548,8 @@ def dead_letters_redrive(
 ) -> None:
     """Run a dead letter's step again with the scope it failed with (same root run: messages
     already delivered are not sent again)."""
-    from partnerships_orchestrator.redrive import redrive
-
     try:
-        done = redrive(_settings(ctx), letter_id)
+        done = _project(ctx).redrive(letter_id)
     except PartnershipsError as exc:
         _fail(exc)
     if as_json:
@@ -443,9 +584,7 @@ def connections_check(
     ctx: click.Context, playbooks: str | None, home: str | None, as_json: bool
 ) -> None:
     """Check each configured connection authenticates, and show its rate limit (never a secret)."""
-    from partnerships_orchestrator.connection_check import check_connections
-
-    results = check_connections(_settings(ctx))
+    results = _project(ctx).check()
     if as_json:
         _print_json(results)
     else:
@@ -532,18 +671,22 @@ def up(
     no_materialize: bool,
 ) -> None:
     """Start the product: Dagster webserver + daemon with the playbooks loaded, and the HTTP API.
-    Ctrl-C stops all."""
+    Ctrl-C stops all.
+
+    `ready` is printed once the code location has loaded; a location that failed to load is
+    printed with its error and `up` exits 1."""
     from partnerships_orchestrator import launcher
-    from partnerships_orchestrator.spec.loader import load_catalog
-    from partnerships_orchestrator.store.playbook_store import playbook_sources
 
     if bool(tls_cert) != bool(tls_key):
         _fail(
             PartnershipsError("--tls-cert and --tls-key go together", hint="give both or neither")
         )
-    settings = _settings(ctx)
-    settings.home.mkdir(parents=True, exist_ok=True)
-    os.environ["DAGSTER_HOME"] = str(launcher.prepare_dagster_home(settings))
+    project = _project(ctx)
+    settings = project.settings
+    try:
+        os.environ["DAGSTER_HOME"] = str(project.prepare())
+    except PartnershipsError as exc:
+        _fail(exc)
     if not no_seed and "PARTNER_WAREHOUSE_URL" not in os.environ:
         counts = _seed(settings)
         errors.print(f"warehouse: {settings.warehouse_db} ({counts.get('partners', 0)} partners)")
@@ -551,18 +694,22 @@ def up(
             from partnerships_orchestrator.materialize import materialize_on_first_start
 
             materialize_on_first_start(settings, lambda line: errors.print(line, highlight=False))
-    catalog = load_catalog(playbook_sources(settings), templates_dir=settings.templates_dir)
+    catalog = project.strict_catalog()
     errors.print(
         f"playbooks: {settings.playbooks_dir} ({len(catalog.playbooks())} valid, "
         f"{len(catalog.invalid_files)} invalid file(s))"
     )
     for problem in catalog.problems:
-        errors.print(f"  [yellow]{problem}[/]", highlight=False)
+        errors.print(f"  [yellow]{escape(str(problem))}[/]", highlight=False)
     errors.print(f"state: {settings.home}   dagster home: {settings.dagster_home}")
     _first_admin_token(settings)
     api = launcher.ApiOptions(port=api_port, tls_cert=tls_cert, tls_key=tls_key)
     code = launcher.run_stack(
-        settings, host, port, lambda line: errors.print(line, highlight=False), api=api
+        settings,
+        host,
+        port,
+        lambda line: errors.print(line, highlight=False, markup=False),
+        api=api,
     )
     sys.exit(code)
 

@@ -14,12 +14,9 @@ import dagster as dg
 
 from partnerships_orchestrator.compiler import naming
 from partnerships_orchestrator.compiler.job import build_job
-from partnerships_orchestrator.compiler.location import connections_of
 from partnerships_orchestrator.compiler.repository import invalid_job
 from partnerships_orchestrator.compiler.triggers import schedules_for, sensors_for
-from partnerships_orchestrator.connections import broken_connections, build_resources
-from partnerships_orchestrator.settings import load_settings
-from partnerships_orchestrator.spec.loader import load_catalog
+from partnerships_orchestrator.project import Project
 from partnerships_orchestrator.spec.models import Playbook
 from partnerships_orchestrator.spec.problems import SpecError
 
@@ -37,13 +34,12 @@ class PlaybooksComponent(dg.Component, dg.Resolvable, dg.Model):
     def build_defs(self, context: dg.ComponentLoadContext) -> dg.Definitions:
         folder = (Path(context.path) / self.path).resolve()
         templates = (Path(context.path) / self.templates).resolve() if self.templates else None
-        settings = load_settings(playbooks_dir=folder, templates_dir=templates)
-        catalog = load_catalog([folder], templates_dir=settings.templates_dir)
+        project = Project.open(playbooks_dir=folder, templates_dir=templates)
+        settings = project.settings
+        catalog = project.strict_catalog()
         if self.strict and catalog.problems:
             raise SpecError(catalog.problems)
-        resources = build_resources(
-            settings, connections_of(catalog), broken_connections(catalog.invalid_files)
-        )
+        resources = project.resources
         playbooks = [d for d in catalog.documents if isinstance(d.model, Playbook)]
         jobs = [build_job(d.model, resources, source=d.file) for d in playbooks]  # type: ignore[arg-type]
         jobs += [

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from partnerships_orchestrator.compiler.location import connections_of
 from partnerships_orchestrator.connections import (
     CHANNELS,
     broken_connections,
@@ -13,23 +12,19 @@ from partnerships_orchestrator.connections import (
     provider_of,
 )
 from partnerships_orchestrator.errors import PartnershipsError
-from partnerships_orchestrator.settings import Settings
-from partnerships_orchestrator.spec.loader import load_catalog
+from partnerships_orchestrator.project import Project
 
 
-def check_connections(settings: Settings) -> list[dict[str, Any]]:
+def check_connections(project: Project) -> list[dict[str, Any]]:
     """One result per connector: configured ones are called, the others say they use the outbox."""
-    catalog = load_catalog(
-        [settings.playbooks_dir], templates_dir=settings.templates_dir, check_expressions=False
-    )
-    doc = connections_of(catalog)
+    doc = project.connections
     entries = configured(doc)
     results: list[dict[str, Any]] = [
         {"connection": "connections", "provider": "", "ok": False, "detail": problem}
-        for problem in broken_connections(catalog.invalid_files)
+        for problem in broken_connections(project.catalog.invalid_files)
     ]
     try:
-        resources = build_resources(settings, doc)
+        resources = build_resources(project.settings, doc)
     except PartnershipsError as exc:
         return [{"connection": "connections", "provider": "", "ok": False, "detail": str(exc)}]
     for name, entry in entries.items():

@@ -19,51 +19,31 @@ from pathlib import Path
 
 import httpx
 
+from partnerships_orchestrator.instance import (
+    PACKAGE_ROOT,
+    POSTGRES_ENV,
+    dagster_postgres_url,
+    instance_config_source,
+)
 from partnerships_orchestrator.settings import Settings
+
+__all__ = [
+    "POSTGRES_ENV",
+    "LocationStatus",
+    "Stack",
+    "dagster_postgres_url",
+    "instance_config_source",
+    "location_status",
+    "run_stack",
+]
 
 GRACE_SECONDS = 6.0
 READY_TIMEOUT = 180.0
-PACKAGE_ROOT = Path(__file__).resolve().parent.parent
-
-
-def instance_config_source() -> Path:
-    """The shipped `dagster.yaml` (the checkout's, else the copy inside the package)."""
-    return PACKAGE_ROOT / "dagster.yaml"
+LOCATION_NAME = "partnerships"  # workspace.yaml
 
 
 def workspace_file() -> Path:
     return PACKAGE_ROOT / "workspace.yaml"
-
-
-POSTGRES_ENV = "DAGSTER_POSTGRES_URL"
-
-
-def dagster_postgres_url(url: str) -> str:
-    """dagster-postgres needs the psycopg2 driver (SQLAlchemy 2.1 defaults `postgresql://` to
-    psycopg 3, whose server-side binding breaks Dagster's NOTIFY statement)."""
-    scheme, sep, rest = url.partition("://")
-    if scheme in ("postgres", "postgresql", "postgresql+psycopg"):
-        return f"postgresql+psycopg2{sep}{rest}"
-    return url
-
-
-def prepare_dagster_home(settings: Settings) -> Path:
-    """Make DAGSTER_HOME and put the product's `dagster.yaml` there (Dagster reads it from there).
-
-    With DAGSTER_POSTGRES_URL set, the PostgreSQL storage block is added to it. A user's own
-    DAGSTER_HOME that already has a `dagster.yaml` is left alone.
-    """
-    home = settings.dagster_home
-    home.mkdir(parents=True, exist_ok=True)
-    target = home / "dagster.yaml"
-    if "DAGSTER_HOME" in os.environ and target.exists():
-        return home
-    config = instance_config_source().read_text()
-    if os.environ.get(POSTGRES_ENV):
-        os.environ[POSTGRES_ENV] = dagster_postgres_url(os.environ[POSTGRES_ENV])
-        config += "\n" + (PACKAGE_ROOT / "deploy" / "storage-postgres.yaml").read_text()
-    target.write_text(config)
-    return home
 
 
 def child_environment(settings: Settings) -> dict[str, str]:
@@ -171,20 +151,75 @@ def start_stack(settings: Settings, host: str, port: int, api: ApiOptions | None
     return stack
 
 
+LOCATION_QUERY = """
+{ workspaceOrError { __typename
+    ... on Workspace { locationEntries { name loadStatus
+        locationOrLoadError { __typename
+          ... on RepositoryLocation { repositories { name
+              jobs { name } schedules { name } sensors { name } } }
+          ... on PythonError { message stack } } } }
+    ... on PythonError { message } } }
+"""
+
+
+@dataclass(frozen=True)
+class LocationStatus:
+    """The `partnerships` code location as the webserver loaded it."""
+
+    loaded: bool
+    error: str | None = None
+    jobs: int = 0
+    schedules: int = 0
+    sensors: int = 0
+    invalid: int = 0
+
+    def describe(self) -> str:
+        return (
+            f"{self.jobs} job(s), {self.schedules} schedule(s), {self.sensors} sensor(s), "
+            f"{self.invalid} invalid document(s)"
+        )
+
+
+def location_status(url: str) -> LocationStatus | None:
+    """Ask the webserver's GraphQL API how the code location loaded; None while it is loading
+    (or the webserver does not answer yet)."""
+    try:
+        response = httpx.post(f"{url}/graphql", json={"query": LOCATION_QUERY}, timeout=5)
+        data = response.json()["data"]["workspaceOrError"]
+    except (httpx.HTTPError, ValueError, KeyError, TypeError):
+        return None
+    if data["__typename"] != "Workspace":
+        return LocationStatus(False, data.get("message") or data["__typename"])
+    entry = next((e for e in data["locationEntries"] if e["name"] == LOCATION_NAME), None)
+    if entry is None or entry["loadStatus"] != "LOADED":
+        return None
+    loaded = entry["locationOrLoadError"] or {}
+    if loaded.get("__typename") != "RepositoryLocation":
+        error = loaded.get("message") or "the code location did not load"
+        return LocationStatus(False, f"{error}\n{''.join(loaded.get('stack') or [])}".strip())
+    jobs = [j["name"] for r in loaded["repositories"] for j in r["jobs"]]
+    playbook_jobs = [j for j in jobs if not j.startswith("__")]
+    return LocationStatus(
+        True,
+        jobs=len([j for j in playbook_jobs if not j.startswith("invalid__")]),
+        schedules=sum(len(r["schedules"]) for r in loaded["repositories"]),
+        sensors=sum(len(r["sensors"]) for r in loaded["repositories"]),
+        invalid=len([j for j in playbook_jobs if j.startswith("invalid__")]),
+    )
+
+
 def wait_until_ready(
     url: str, stack: Stack, stop: Callable[[], bool], timeout: float = READY_TIMEOUT
-) -> bool:
-    """Poll the webserver's `/server_info` until it answers (or a child died, a stop was asked
-    for, or time ran out)."""
+) -> LocationStatus | None:
+    """Poll the webserver until the code location has loaded or failed to (None when a child
+    died, a stop was asked for, or time ran out)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline and stack.alive() and not stop():
-        try:
-            if httpx.get(f"{url}/server_info", timeout=2).status_code == 200:
-                return True
-        except httpx.HTTPError:
-            pass
+        status = location_status(url)
+        if status is not None:
+            return status
         time.sleep(0.5)
-    return False
+    return None
 
 
 def stop_with_parent() -> None:
@@ -240,16 +275,20 @@ def run_stack(
     try:
         say(f"starting Dagster webserver and daemon (logs in {settings.home / 'logs'}) ...")
         stopping = lambda: bool(received)  # noqa: E731
-        if not wait_until_ready(url, stack, stop=stopping) or (
-            api is not None and not api_ready(api, host, stack, stop=stopping)
-        ):
+        status = wait_until_ready(url, stack, stop=stopping)
+        if status is not None and status.loaded and api is not None:
+            status = status if api_ready(api, host, stack, stop=stopping) else None
+        if status is None:
             if not received:
-                say("the webserver did not come up; see the logs")
+                say(f"the webserver did not come up; see {settings.home / 'logs'}")
                 return 1
+        elif not status.loaded:
+            say(f"the code location `{LOCATION_NAME}` failed to load:\n{status.error}")
+            return 1
         else:
             if api is not None:
                 say(f"API: {api.url(host)}/api/partnerships   (docs: {api.url(host)}/docs)")
-            say(f"ready: {url}   (Ctrl-C to stop)")
+            say(f"ready: {url}   ({status.describe()}; Ctrl-C to stop)")
         while not received and stack.alive():
             time.sleep(0.2)
         return 0 if received else 1

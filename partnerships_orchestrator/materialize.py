@@ -121,7 +121,7 @@ def materialize_assets(
 ) -> MaterializeSummary:
     """Materialize the named assets (every asset when none is named) and their checks."""
     from partnerships_orchestrator.compiler.location import build_repository
-    from partnerships_orchestrator.run_local import dagster_instance
+    from partnerships_orchestrator.project import Project
     from partnerships_orchestrator.spec.loader import load_catalog
 
     console = console or Console(stderr=True, width=200)
@@ -141,7 +141,7 @@ def materialize_assets(
         run_config["ops"] = {
             name: {"config": {"full_refresh": True}} for name in sorted(selected & syncs)
         }
-    instance = dagster_instance(settings)
+    instance = Project(settings).instance
     run_id = make_new_run_id()
     outcome: dict[str, Any] = {}
 
@@ -248,13 +248,13 @@ def materialize_on_first_start(settings: Settings, say: Any) -> MaterializeSumma
     shows CRM -> datasets -> metrics -> reports filled in. Nothing when no asset document
     exists or any asset was materialized before."""
     from partnerships_orchestrator.compiler.location import build_repository
-    from partnerships_orchestrator.run_local import dagster_instance
+    from partnerships_orchestrator.project import Project
 
     repo = build_repository(settings)
     keys = list(repo.asset_graph.materializable_asset_keys)
     if not keys:
         return None
-    instance = dagster_instance(settings)
+    instance = Project(settings).instance
     if any(instance.get_latest_materialization_event(key) for key in keys):
         return None
     say(

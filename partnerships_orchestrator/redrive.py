@@ -13,16 +13,13 @@ from datetime import UTC, datetime
 from typing import Any
 
 from partnerships_orchestrator.compiler.job import step_timeout
-from partnerships_orchestrator.compiler.location import connections_of
 from partnerships_orchestrator.compiler.ops import step_resources
-from partnerships_orchestrator.connections import broken_connections, build_resources
 from partnerships_orchestrator.errors import PartnershipsError
-from partnerships_orchestrator.run_local import find_playbook
+from partnerships_orchestrator.project import Project
 from partnerships_orchestrator.settings import Settings
 from partnerships_orchestrator.steps import runner_for
 from partnerships_orchestrator.steps.context import SKIPPED, RunInfo, StepContext
 from partnerships_orchestrator.store import codec
-from partnerships_orchestrator.store.state import StateStore
 
 REDRIVABLE = ("skip", "abort", "retry_exhausted", "failed")
 
@@ -37,14 +34,15 @@ class Redriven:
     output: Any
 
 
-def redrive(settings: Settings, letter_id: int) -> Redriven:
+def redrive(project: Project, letter_id: int) -> Redriven:
     """Run the dead letter's step again; mark the letter redriven when it succeeds."""
-    state = StateStore(settings.state_url)
+    settings = project.settings
+    state = project.state
     letter = state.dead_letter(letter_id)
     if letter is None:
         raise PartnershipsError(f"no dead letter {letter_id}", hint="`partnerships dead-letters`")
     _check_redrivable(letter)
-    playbook, _, catalog = find_playbook(settings, letter["playbook"])
+    playbook = project.playbook(letter["playbook"]).model
     step_id = letter["step"].split("[", 1)[0]
     step = next((s for s in playbook.steps if s.id == step_id), None)
     if step is None:
@@ -52,10 +50,7 @@ def redrive(settings: Settings, letter_id: int) -> Redriven:
             f"playbook `{playbook.id}` has no step `{step_id}` any more",
             hint="a dead letter is redriven through the step as it is defined now",
         )
-    resources = build_resources(
-        settings, connections_of(catalog), broken_connections(catalog.invalid_files)
-    )
-    ctx = _context(settings, playbook, step, letter, resources)
+    ctx = _context(settings, playbook, step, letter, project.resources)
     output = runner_for(step.type)(step, ctx)
     state.mark_redriven(letter_id)
     return Redriven(letter_id, playbook.id, letter["step"], None if output is SKIPPED else output)

@@ -1,6 +1,6 @@
 """The example playbooks in ``playbooks/``: valid, and green end to end on the demo warehouse.
 
-Each playbook file runs in process (``run_playbook``) against a fresh copy of one seeded demo
+Each playbook file runs in process (``Project.execute``) against a fresh copy of one seeded demo
 warehouse, with every message going to the sandbox outbox. What each run should have sent is
 derived from the warehouse itself (and, for the onboarding fit score, from the playbook's own
 expression), never from hard-coded counts.
@@ -22,7 +22,8 @@ import yaml
 
 from partnerships_orchestrator.demo import seed_demo_data
 from partnerships_orchestrator.expressions import evaluate
-from partnerships_orchestrator.run_local import RunSummary, run_playbook
+from partnerships_orchestrator.project import Project
+from partnerships_orchestrator.run_local import RunSummary
 from partnerships_orchestrator.settings import Settings, load_settings
 from partnerships_orchestrator.spec.graph import StepGraph
 from partnerships_orchestrator.spec.loader import load_catalog
@@ -295,7 +296,7 @@ def test_example_runs_green_on_demo_data(file: Path, env: Env) -> None:
     playbooks = [d for d in documents if d.get("kind", "playbook") == "playbook"]
     for document in playbooks:
         playbook_id = document["id"]
-        summary = run_playbook(env.settings, playbook_id, {}, progress=False)
+        summary = Project(env.settings).execute(playbook_id, {})
         assert summary.success, summary.errors
         assert not summary.errors
         assert "failed" not in summary.steps.values()
@@ -321,7 +322,7 @@ def test_webhook_payload_fills_event_follow_up_input() -> None:
 
 
 def test_onboarding_summary_still_posted_when_no_partner_is_a_good_fit(env: Env) -> None:
-    summary = run_playbook(env.settings, "partner-onboarding", {"min_fit": 101}, progress=False)
+    summary = Project(env.settings).execute("partner-onboarding", {"min_fit": 101})
     assert summary.success
     [slack] = _by_step(env.state.outbox(run_id=summary.run_id), "notify_partner_ops")
     assert "0 welcomed by email" in slack["body"]

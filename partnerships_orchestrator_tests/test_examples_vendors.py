@@ -13,9 +13,8 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from partnerships_orchestrator.connection_check import check_connections
 from partnerships_orchestrator.demo import seed_demo_data
-from partnerships_orchestrator.run_local import run_playbook
+from partnerships_orchestrator.project import Project
 from partnerships_orchestrator.settings import Settings
 from partnerships_orchestrator.store.state import StateStore
 from partnerships_orchestrator.warehouse import create_engine_for, ensure_schema
@@ -118,7 +117,7 @@ def delivered(vendors: Vendors) -> Counter[tuple[str, str]]:
     ["partner-onboarding", "weekly-pipeline-digest", "churn-risk-alert", "event-follow-up"],
 )
 def test_example_delivers_through_the_configured_vendors(product, vendors, playbook):
-    summary = run_playbook(product, playbook, {}, progress=False)
+    summary = Project(product).execute(playbook, {})
     assert summary.success, summary.errors
     state = StateStore(product.state_url)
     assert state.outbox(run_id=summary.run_id) == []
@@ -130,7 +129,7 @@ def test_example_delivers_through_the_configured_vendors(product, vendors, playb
 
 
 def test_connections_check_reports_each_vendor_without_secrets(product, vendors):
-    results = {r["connection"]: r for r in check_connections(product)}
+    results = {r["connection"]: r for r in Project(product).check()}
     assert {k: results[k]["provider"] for k in ("email", "sms", "slack", "teams")} == {
         "email": "sendgrid",
         "sms": "twilio",
@@ -181,7 +180,7 @@ def test_a_query_step_reads_the_crm_through_its_connection(product, vendors, mon
             + f'  hubspot: {{token: "${{env:HUBSPOT_TOKEN}}", base_url: {hubspot.base_url}}}\n'
         )
         (product.playbooks_dir / "crm.yaml").write_text(CRM_PLAYBOOK)
-        summary = run_playbook(product, "crm-customers", {}, progress=False)
+        summary = Project(product).execute("crm-customers", {})
     assert summary.success, summary.errors
     [message] = vendors.slack.messages
     assert message.text.startswith("84 customers: c0@example.com, c3@example.com")
@@ -196,7 +195,7 @@ def test_a_step_can_keep_to_the_outbox_while_its_channel_is_connected(product, v
         "  - {id: real, type: communicate, channel: email, provider: sendgrid,"
         " to: ops@example.org, subject: Final, body: Hello}\n"
     )
-    summary = run_playbook(product, "rehearse", {}, progress=False)
+    summary = Project(product).execute("rehearse", {})
     assert summary.success, summary.errors
     [kept] = StateStore(product.state_url).outbox(run_id=summary.run_id)
     assert kept["subject"] == "Draft"

@@ -9,7 +9,7 @@ import pytest
 from sqlalchemy import text
 
 from partnerships_orchestrator.demo import seed_demo_data
-from partnerships_orchestrator.run_local import run_playbook
+from partnerships_orchestrator.project import Project
 from partnerships_orchestrator.settings import Settings
 from partnerships_orchestrator.store.state import StateStore
 from partnerships_orchestrator.warehouse import create_engine_for, ensure_schema
@@ -45,7 +45,7 @@ def test_runs_and_warehouse_on_postgresql(postgres_url, tmp_path: Path, monkeypa
     settings = Settings(playbooks_dir=tmp_path / "playbooks", templates_dir=tmp_path / "templates",
                         home=tmp_path / "home")
 
-    summary = run_playbook(settings, "pg-digest", {}, progress=False)
+    summary = Project(settings).execute("pg-digest", {})
 
     assert summary.success, summary.errors
     instance = dg.DagsterInstance.from_config(str(settings.dagster_home))

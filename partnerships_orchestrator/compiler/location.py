@@ -9,16 +9,13 @@ import dagster as dg
 
 from partnerships_orchestrator.compiler.assets import asset_repository_data
 from partnerships_orchestrator.compiler.repository import PlaybookRepositoryData
-from partnerships_orchestrator.connections import broken_connections, build_resources
+from partnerships_orchestrator.project import Project, connections_of
 from partnerships_orchestrator.settings import Settings, load_settings
-from partnerships_orchestrator.spec.loader import (
-    Catalog,
-    load_catalog,
-    validate_playbook_expressions,
-)
-from partnerships_orchestrator.spec.models import Connections, Playbook
+from partnerships_orchestrator.spec.loader import validate_playbook_expressions
+from partnerships_orchestrator.spec.models import Playbook
 from partnerships_orchestrator.spec.problems import SpecError, SpecProblem
-from partnerships_orchestrator.store.playbook_store import playbook_sources
+
+__all__ = ["REPOSITORY_NAME", "build_repository", "connections_of", "repository_of", "strict_mode"]
 
 REPOSITORY_NAME = "partnerships"
 STRICT_ENV = ("DAGSTER_IS_DEFS_VALIDATION_CLI", "PARTNERSHIPS_STRICT")
@@ -29,25 +26,20 @@ def strict_mode() -> bool:
     return any(os.environ.get(name, "").lower() in ("1", "true", "yes") for name in STRICT_ENV)
 
 
-def connections_of(catalog: Catalog) -> Connections | None:
-    docs = [d for d in catalog.by_kind("connections")]
-    return docs[0] if docs else None  # type: ignore[return-value]
-
-
 def build_repository(
     settings: Settings | None = None, *, strict: bool | None = None
 ) -> dg.RepositoryDefinition:
+    """The `partnerships` repository of a playbooks folder (settings from the environment when
+    not given)."""
+    project = Project(settings or load_settings())
+    return repository_of(project, strict=strict_mode() if strict is None else strict)
+
+
+def repository_of(project: Project, *, strict: bool) -> dg.RepositoryDefinition:
     """The `partnerships` repository: playbook jobs compiled on demand, triggers, resources."""
-    settings = settings or load_settings()
-    strict = strict_mode() if strict is None else strict
-    catalog = load_catalog(
-        playbook_sources(settings), templates_dir=settings.templates_dir, check_expressions=strict
-    )
+    catalog = project.strict_catalog() if strict else project.catalog
     if strict and catalog.problems:
         raise SpecError(catalog.problems)
-    resources = build_resources(
-        settings, connections_of(catalog), broken_connections(catalog.invalid_files)
-    )
 
     def deferred_checks(playbook: Playbook) -> Sequence[SpecProblem]:
         return [] if strict else validate_playbook_expressions(playbook, catalog)
@@ -55,10 +47,10 @@ def build_repository(
     data = PlaybookRepositoryData(
         playbooks=[(d.model, d.file) for d in catalog.documents if isinstance(d.model, Playbook)],
         invalid_files=catalog.invalid_files,
-        resources=resources,
-        state_url=settings.state_url,
+        resources=project.resources,
+        state_url=project.settings.state_url,
         check=deferred_checks,
-        base=asset_repository_data([d.model for d in catalog.documents], resources),
+        base=asset_repository_data([d.model for d in catalog.documents], project.resources),
     )
 
     @dg.repository(name=REPOSITORY_NAME, description="Partnerships Orchestrator playbooks")  # type: ignore[arg-type]

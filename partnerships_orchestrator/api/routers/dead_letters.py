@@ -10,7 +10,7 @@ from partnerships_orchestrator.api.auth import role
 from partnerships_orchestrator.api.context import ApiContext, context
 from partnerships_orchestrator.api.problems import Problem, responses
 from partnerships_orchestrator.api.schemas import DeadLetter, Page, Redriven
-from partnerships_orchestrator.redrive import redrive
+from partnerships_orchestrator.project import Project
 from partnerships_orchestrator.store.tokens import Token
 
 router = APIRouter(prefix="/dead-letters", tags=["dead letters"])
@@ -70,7 +70,7 @@ def redrive_dead_letter(
     letter = _visible_letter(ctx, token, letter_id)
     request.state.playbook = letter["playbook"]
     request.state.execution = letter["run_id"] or None
-    done = redrive(ctx.settings, letter_id)
+    done = Project(ctx.settings).redrive(letter_id)
     return {
         "id": done.letter_id,
         "playbook": done.playbook,
