@@ -14,9 +14,14 @@ In one process, each job is run with ``execute_in_process`` on a fresh ephemeral
 * playbook, real steps: ``generate.py`` playbook 0 -- two warehouse queries (SQLite, seeded demo
   data), `assign` per item, two inline templates, e-mails per item and a Slack post to the sandbox
   outbox; its webhook step is skipped by `when` (never executed);
-* ``partnerships run``: ``run_local.run_playbook`` on that playbook, end to end (load the folder,
-  check the inputs, compile, the product's persistent instance under a temporary DAGSTER_HOME,
-  progress watcher, summary).
+* ``partnerships run``, in process: ``Project.execute`` on that playbook, end to end (load the
+  folder, check the inputs, compile, the product's persistent instance under a temporary
+  DAGSTER_HOME, progress watcher, summary);
+* ``partnerships run``, as a command: the entry point in a subprocess, once in the foreground and
+  once the way a script, nohup or cron starts it (SIGINT ignored, its own session, no terminal).
+  The two must cost the same and leave no process behind: the benchmark exits 1 when the
+  background run costs more than ``--max-background-ratio`` times the foreground one (a run that
+  waited on its own log capture took 61 s instead of 0.7 s) or when any process outlives a run.
 
 Then, in fresh processes: the first import of each step runtime (a run worker re-imports the code
 location for every run and pays these on the first step of each type).
@@ -28,7 +33,6 @@ from __future__ import annotations
 
 import argparse
 import gc
-import io
 import json
 import os
 import statistics
@@ -144,6 +148,52 @@ def attribute_lookups(job: Any, make_instance: Callable[[], Any], runs: int) -> 
             for name, v in spent.items()}
 
 
+FOREGROUND = "`partnerships run` command, foreground"
+BACKGROUND = "`partnerships run` command, SIGINT ignored, background"
+
+
+def _ignore_sigint() -> None:
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+def processes_marked(marker: str) -> list[str]:
+    """Command lines of processes whose environment carries ``marker``."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            if marker.encode() in (entry / "environ").read_bytes():
+                found.append((entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()[:120])
+        except OSError:
+            continue
+    return found
+
+
+def command_run(playbook_id: str, env: dict[str, str], background: bool,
+                leftovers: list[str]) -> Callable[[], float]:
+    """One timed `partnerships run` through the entry point; in the background as a script
+    starts it (SIGINT ignored, own session, stdin from /dev/null, output to files)."""
+    command = [str(Path(sys.executable).parent / "partnerships"), "run", playbook_id, "--json"]
+    marker = f"PARTNERSHIPS_BENCH_MARK={env['PARTNERSHIPS_BENCH_MARK']}"
+
+    def run() -> float:
+        start = time.perf_counter()
+        proc = subprocess.run(command, env=env, cwd=REPO_ROOT, capture_output=True, text=True,
+                              stdin=subprocess.DEVNULL, check=False,
+                              preexec_fn=_ignore_sigint if background else None,
+                              start_new_session=background)
+        elapsed = time.perf_counter() - start
+        if proc.returncode != 0 or not json.loads(proc.stdout)["success"]:
+            raise SystemExit(f"`partnerships run` failed: {proc.stdout[-2000:]}{proc.stderr[-2000:]}")
+        leftovers.extend(processes_marked(marker))
+        return elapsed
+
+    return run
+
+
 def first_imports(env: dict[str, str], repeat: int) -> dict[str, float]:
     samples: dict[str, list[float]] = {name: [] for name in STEP_TYPES}
     for _ in range(repeat):
@@ -160,6 +210,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeat", type=int, default=7, help="timed runs per job (median)")
     parser.add_argument("--e2e-repeat", type=int, default=5, help="timed `partnerships run`s")
+    parser.add_argument("--max-background-ratio", type=float, default=1.5,
+                        help="fail when a background command run costs more than this x foreground")
     args = parser.parse_args()
     warnings.filterwarnings("ignore")
 
@@ -172,12 +224,11 @@ def main() -> None:
 
         import dagster as dg
         from handwritten import make_job
-        from rich.console import Console
 
-        from partnerships_orchestrator import run_local
         from partnerships_orchestrator.compiler.job import build_job
         from partnerships_orchestrator.connections import build_resources
         from partnerships_orchestrator.demo import seed_demo_data
+        from partnerships_orchestrator.project import Project
         from partnerships_orchestrator.settings import Settings
         from partnerships_orchestrator.spec.loader import load_catalog
         from partnerships_orchestrator.warehouse import create_engine_for, ensure_schema
@@ -208,12 +259,11 @@ def main() -> None:
             return dg.DagsterInstance.ephemeral()
 
         def product_instance() -> Any:  # SQLite storage under DAGSTER_HOME, the shipped dagster.yaml
-            return run_local.dagster_instance(settings)
+            return dg.DagsterInstance.from_config(str(Project(settings).prepare()))
 
         def cli_run() -> float:
             start = time.perf_counter()
-            summary = run_local.run_playbook(settings, real_id, {}, progress=False,
-                                             console=Console(file=io.StringIO()))
+            summary = Project(settings).execute(real_id, {})
             elapsed = time.perf_counter() - start
             if not summary.success or summary.steps.get("crm_sync") not in (None, "skipped"):
                 raise SystemExit(f"`partnerships run` did not go as expected: {summary.as_dict()}")
@@ -226,8 +276,15 @@ def main() -> None:
             (HAND_SQLITE, HAND_SQLITE, execute(hand, product_instance), args.repeat),
             ("playbook, real steps, SQLite instance", HAND_SQLITE, execute(real, product_instance),
              args.repeat),
-            ("`partnerships run` (run_local.run_playbook)", HAND_SQLITE, cli_run, args.e2e_repeat),
+            ("`partnerships run` (Project.execute)", HAND_SQLITE, cli_run, args.e2e_repeat),
         ]
+        command_env = dict(os.environ, PARTNERSHIPS_PLAYBOOKS=str(playbooks),
+                           PARTNERSHIPS_TEMPLATES=str(templates), PYTHONWARNINGS="ignore",
+                           PARTNERSHIPS_BENCH_MARK=str(root))
+        leftovers: list[str] = []
+        for label, background in ((FOREGROUND, False), (BACKGROUND, True)):
+            plan.append((label, FOREGROUND, command_run(real_id, command_env, background, leftovers),
+                         args.e2e_repeat))
         results: dict[str, tuple[str, tuple[float, list[float], float]]] = {}
         with stderr_to(root / "dagster-console.log"):
             for label, baseline, run, repeat in plan:
@@ -255,6 +312,17 @@ def main() -> None:
     print("\nFirst import of each step runtime in a fresh process (median of 3), seconds:")
     print("  " + ", ".join(f"{name} {seconds:.3f}" for name, seconds in imports.items()))
     print(f"\nload average {os.getloadavg()[0]:.2f} at the end")
+    ratio = results[BACKGROUND][1][0] / results[FOREGROUND][1][0]
+    problems = []
+    if ratio > args.max_background_ratio:
+        problems.append(f"a background `partnerships run` costs {ratio:.2f}x the foreground one "
+                        f"(limit {args.max_background_ratio}x)")
+    if leftovers:
+        problems.append("processes outlived a `partnerships run`: " + "; ".join(leftovers[:5]))
+    if problems:
+        raise SystemExit("REGRESSION: " + "; ".join(problems))
+    print(f"background/foreground `partnerships run`: {ratio:.2f}x (limit "
+          f"{args.max_background_ratio}x); no process outlived a run")
 
 
 if __name__ == "__main__":

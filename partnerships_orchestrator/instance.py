@@ -160,35 +160,48 @@ def _create_storage(instance: dg.DagsterInstance) -> None:
 def repair_storage(dagster_home: Path) -> list[str]:
     """Fix what concurrent creation left in Dagster's SQLite files; returns what was repaired.
 
-    Duplicated rows of one revision in `alembic_version` (two processes stamped the same new
-    file) are reduced to one. Rows of different revisions cannot be told apart safely: that raises
-    :class:`BrokenHomeError` naming the file and the command that starts it afresh (the warehouse
-    and the state database with the delivery ledger stay untouched).
+    Two processes creating one storage file at once both stamp `alembic_version`: the first the
+    current head, the second (seeing the tables but no version yet) an older revision, which
+    Dagster then reports as "more than one head present". The tables were created at the head,
+    so when the head is among the rows and the others are older revisions of the same history,
+    only the head is kept. Anything else cannot be repaired safely: that raises
+    :class:`BrokenHomeError` naming the file and the command that starts it afresh (the
+    warehouse and the state database with the delivery ledger stay untouched).
     """
     repaired = []
     for storage in STORAGE_FILES:
         path = storage.path(dagster_home)
         if not path.exists():
             continue
-        revisions = _alembic_revisions(path)
+        revisions = sorted(set(_alembic_revisions(path)))
         if len(revisions) <= 1:
             continue
-        if len(set(revisions)) == 1:
-            _keep_one_revision(path, revisions[0])
-            repaired.append(f"{path}: {len(revisions)} identical alembic_version rows, kept one")
+        head, history = _alembic_history()
+        if head in revisions and set(revisions) <= history:
+            _keep_one_revision(path, head)
+            repaired.append(f"{path}: kept the head revision {head} of {', '.join(revisions)}")
             continue
-        folder = (
-            path.parent if storage.relative.startswith("schedules") else dagster_home / "history"
-        )
+        folder = dagster_home / storage.relative.split("/", 1)[0]
         raise BrokenHomeError(
             f"{path}: the table alembic_version holds {len(revisions)} different revisions "
-            f"({', '.join(sorted(set(revisions)))}); two processes created this Dagster storage "
-            "at once and it cannot be repaired safely",
+            f"({', '.join(revisions)}), not all of this Dagster release's history; this Dagster "
+            "storage cannot be repaired safely",
             hint=f"stop the product, then `rm -r {folder}` and start again: this loses "
             f"{_losses(folder, dagster_home)}; warehouse.db and state.db (the delivery ledger, "
             "outbox and dead letters) are not touched",
         )
     return repaired
+
+
+def _alembic_history() -> tuple[str, set[str]]:
+    """The head revision of Dagster's SQLite storage schema and every revision before it."""
+    from alembic.script import ScriptDirectory
+    from dagster._core.storage.runs.sqlite import sqlite_run_storage
+    from dagster._core.storage.sql import get_alembic_config
+
+    script = ScriptDirectory.from_config(get_alembic_config(sqlite_run_storage.__file__))
+    head = script.get_current_head()
+    return str(head), {rev.revision for rev in script.walk_revisions()}
 
 
 def _losses(folder: Path, dagster_home: Path) -> str:

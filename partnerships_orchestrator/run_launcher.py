@@ -1,7 +1,7 @@
 """Dagster's default run launcher, plus a health check of each run's process.
 
 A run's process is known from its tags (`partnerships/pid` and `partnerships/host`, set by
-`partnerships run`) or from the engine event Dagster's run worker logs when it starts
+`partnerships run`) or from the first engine event Dagster's run worker logs with its pid
 ("Started process for run (pid: N)"). A STARTED run whose process is gone on this host is dead:
 the daemon's run monitoring marks it failed (see `run_monitoring` in `dagster.yaml`), and so does
 the next `partnerships` command for runs the CLI started.
@@ -20,7 +20,6 @@ from dagster._core.storage.dagster_run import DagsterRun
 
 PID_TAG = "partnerships/pid"
 HOST_TAG = "partnerships/host"
-WORKER_STARTED = "Started process for run (pid: "
 
 
 def this_host() -> str:
@@ -39,13 +38,15 @@ def run_pid(instance: dg.DagsterInstance, run: DagsterRun) -> int | None:
             return None
         return int(run.tags[PID_TAG])
     records = instance.get_records_for_run(
-        run.run_id, of_type=dg.DagsterEventType.ENGINE_EVENT
+        run.run_id, of_type=dg.DagsterEventType.ENGINE_EVENT, limit=20
     ).records
-    for record in reversed(records):
-        message = record.event_log_entry.user_message or ""
-        if message.startswith(WORKER_STARTED):
-            digits = message.removeprefix(WORKER_STARTED).split(")", 1)[0]
-            return int(digits) if digits.isdigit() else None
+    for record in records:  # the first engine event with a pid is the run worker's start
+        event = record.event_log_entry.dagster_event
+        metadata = getattr(event.event_specific_data, "metadata", None) if event else None
+        value = (metadata or {}).get("pid")
+        text = getattr(value, "text", value)
+        if isinstance(text, str) and text.isdigit():
+            return int(text)
     return None
 
 

@@ -5,20 +5,28 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
+import dagster as dg
 import httpx
 import pytest
+import yaml
 from dagster_graphql import DagsterGraphQLClient
 
+from partnerships_orchestrator.instance import instance_config_source
 from partnerships_orchestrator.launcher import Stack
+from partnerships_orchestrator.run_launcher import run_pid
 
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
@@ -49,6 +57,63 @@ steps:
 """
 
 
+SLOW = """
+id: e2e-slow
+description: Waits on a webhook the test holds open.
+steps:
+  - id: wait
+    type: webhook
+    url: "{url}"
+    method: POST
+    json: {{hello: world}}
+    on_error: {{action: retry, max_attempts: 1}}
+"""
+
+FLAKY = """
+id: e2e-flaky
+description: Fails until the table it reads exists.
+steps:
+  - id: partners
+    type: query
+    sql: "select id from partners order by id limit 1"
+  - id: check
+    type: query
+    depends_on: [partners]
+    sql: "select count(*) as n from fixme"
+    on_error: {action: retry, max_attempts: 1}
+"""
+
+
+class Gate:
+    """A loopback HTTP endpoint that holds each request until the test opens the gate."""
+
+    def __init__(self) -> None:
+        self.opened = threading.Event()
+        self.arrived = threading.Event()
+        gate = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:  # noqa: N802
+                self.rfile.read(int(self.headers.get("content-length") or 0))
+                gate.arrived.set()
+                gate.opened.wait(120)
+                self.send_response(200)
+                self.send_header("content-type", "application/json")
+                self.end_headers()
+                self.wfile.write(b"{}")
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hook"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.opened.set()
+        self.server.shutdown()
+
+
 def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -76,6 +141,8 @@ class Product:
     port: int
     env: dict[str, str]
     home: Path
+    gate: Gate
+    log: Path
 
 
 @pytest.fixture(scope="module")
@@ -85,12 +152,16 @@ def product(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Product]:
     playbooks.mkdir()
     (playbooks / "e2e-hello.yaml").write_text(PLAYBOOK)
     (playbooks / "broken.yaml").write_text("id: broken\nsteps:\n  - {id: a, type: nope}\n")
+    gate = Gate()
+    (playbooks / "e2e-slow.yaml").write_text(SLOW.format(url=gate.url))
+    (playbooks / "e2e-flaky.yaml").write_text(FLAKY)
     port = _free_port()
     env = {k: v for k, v in os.environ.items() if k != "DAGSTER_HOME"}
     env.update(
         PARTNERSHIPS_HOME=str(base / "home"),
         PARTNERSHIPS_PLAYBOOKS=str(playbooks),
         PARTNERSHIPS_TEMPLATES=str(ROOT / "templates"),
+        PARTNERSHIPS_WEBHOOK_ALLOW_HOSTS="127.0.0.1",
     )
     log = (base / "up.log").open("wb")
     process = subprocess.Popen(
@@ -116,9 +187,14 @@ def product(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Product]:
     else:
         process.kill()
         pytest.fail("the product did not start:\n" + (base / "up.log").read_text()[-3000:])
-    yield Product(process, url, port, env, base / "home")
-    if process.poll() is None:
-        process.kill()
+    yield Product(process, url, port, env, base / "home", gate, base / "up.log")
+    gate.close()
+    if process.poll() is None:  # a test failed before Ctrl-C: stop the stack the same way
+        process.send_signal(signal.SIGINT)
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            process.kill()
 
 
 def _graphql(product: Product, query: str, variables: dict | None = None) -> dict:
@@ -186,6 +262,96 @@ def test_run_launched_through_graphql_delivers_to_the_outbox(product):
     assert {m["step"].split("[")[0] for m in messages} == {"greet"}
 
 
+def _cli(product: Product, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [str(BIN / "partnerships"), *args],
+        env=product.env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+
+
+def _wait_for_status(client: DagsterGraphQLClient, run_id: str, wanted: set[str]) -> str:
+    deadline = time.monotonic() + 180
+    status = ""
+    while time.monotonic() < deadline:
+        status = client.get_run_status(run_id).value
+        if status in wanted:
+            return status
+        time.sleep(0.2)
+    return status
+
+
+def test_up_says_ready_with_what_the_location_loaded(product):
+    ready = [line for line in product.log.read_text().splitlines() if line.startswith("ready: ")]
+    assert len(ready) == 1
+    # e2e-hello, e2e-slow, e2e-flaky are jobs; broken.yaml is an invalid document
+    assert "3 job(s)" in ready[0] and "1 invalid document(s)" in ready[0]
+    assert re.search(r"\d+ schedule\(s\), \d+ sensor\(s\)", ready[0])
+
+
+def test_a_killed_run_worker_is_failed_by_run_monitoring_then_resumed(product):
+    """A daemon-launched run whose worker process is SIGKILLed mid-step: run monitoring marks it
+    failed within its poll interval (dagster.yaml), and `partnerships resume` finishes it."""
+    poll = yaml.safe_load(instance_config_source().read_text())["run_monitoring"][
+        "poll_interval_seconds"
+    ]
+    client = DagsterGraphQLClient("127.0.0.1", port_number=product.port)
+    run_id = client.submit_job_execution(
+        "e2e_slow", repository_location_name="partnerships", repository_name="partnerships"
+    )
+    assert product.gate.arrived.wait(180), "the run never reached its webhook step"
+    with dg.DagsterInstance.from_config(str(product.home / "dagster")) as instance:
+        run = instance.get_run_by_id(run_id)
+        assert run is not None and run.status == dg.DagsterRunStatus.STARTED
+        pid = run_pid(instance, run)
+    assert pid is not None
+    os.kill(pid, signal.SIGKILL)
+    killed = time.monotonic()
+    assert _wait_for_status(client, run_id, {"FAILURE", "SUCCESS", "CANCELED"}) == "FAILURE"
+    noticed = time.monotonic() - killed
+    assert noticed <= poll + 3, f"marked failed {noticed:.1f}s after the kill (poll {poll}s)"
+    product.gate.opened.set()
+    resumed = _cli(product, "resume", run_id, "--json")
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    summary = json.loads(resumed.stdout)
+    assert summary["success"] and summary["parent_run_id"] == run_id
+    assert summary["root_run_id"] == run_id and summary["steps"] == {"wait": "succeeded"}
+
+
+REEXECUTE = """
+mutation($parent: String!) {
+  launchPipelineReexecution(reexecutionParams: {parentRunId: $parent, strategy: FROM_FAILURE}) {
+    __typename
+    ... on LaunchRunSuccess { run { runId } }
+    ... on PythonError { message }
+  }
+}"""
+
+
+def test_a_failed_cli_run_is_re_executed_from_the_ui(product):
+    """`partnerships run` runs carry the code location as their origin: Re-execute -> From
+    failure (the UI's GraphQL mutation) works on them and runs only what failed."""
+    failed = _cli(product, "run", "e2e-flaky")
+    assert failed.returncode == 1
+    out = " ".join(failed.stdout.split())
+    assert "error: check:" in out and "no such table: fixme" in out
+    [run_id] = re.findall(r"partnerships resume ([0-9a-f-]{36})", out)
+    with sqlite3.connect(product.home / "warehouse.db") as conn:
+        conn.execute("create table fixme (x integer)")
+    data = _graphql(product, REEXECUTE, {"parent": run_id})["launchPipelineReexecution"]
+    assert data["__typename"] == "LaunchRunSuccess", data
+    child = data["run"]["runId"]
+    client = DagsterGraphQLClient("127.0.0.1", port_number=product.port)
+    assert _wait_for_status(client, child, {"SUCCESS", "FAILURE", "CANCELED"}) == "SUCCESS"
+    runs = json.loads(_cli(product, "runs", "--json", "--playbook", "e2e-flaky").stdout)
+    assert [r["run_id"] for r in runs] == [child, run_id]
+    assert runs[0]["root_run_id"] == run_id
+
+
 def test_ctrl_c_stops_every_process_within_ten_seconds(product):
     marker = f"PARTNERSHIPS_HOME={product.home}"
     started = processes_with(marker)
@@ -235,3 +401,77 @@ def test_killing_the_parent_during_start_up_stops_every_process(tmp_path):
         time.sleep(0.2)
     assert processes_with(marker) == []
     assert b"stopping (SIGTERM)" in (tmp_path / "up.log").read_bytes()
+
+
+def _start_up(
+    base: Path, playbook_files: dict[str, str], extra_env: dict[str, str]
+) -> tuple[subprocess.Popen[bytes], Path]:
+    playbooks = base / "playbooks"
+    playbooks.mkdir(parents=True)
+    for name, text in playbook_files.items():
+        (playbooks / name).write_text(text)
+    env = {k: v for k, v in os.environ.items() if k != "DAGSTER_HOME"}
+    env.update(
+        PARTNERSHIPS_HOME=str(base / "home"), PARTNERSHIPS_PLAYBOOKS=str(playbooks), **extra_env
+    )
+    log = base / "up.log"
+    process = subprocess.Popen(
+        [str(BIN / "partnerships"), "up", "--no-seed", "--port", str(_free_port())],
+        cwd=ROOT,
+        env=env,
+        stdout=log.open("wb"),
+        stderr=subprocess.STDOUT,
+    )
+    return process, log
+
+
+TINY = "id: tiny\nsteps:\n  - {id: a, type: evaluate, expression: '1'}\n"
+
+
+def test_fresh_homes_started_at_once_all_load_the_location(tmp_path):
+    """Three first `up`s at once, each on its own fresh home: the old race (webserver and daemon
+    creating the storage together) broke 2 of 5 first starts, so three concurrent ones (plus the
+    module's stack above) would have shown it, while keeping this test to one start's time."""
+    starts = [_start_up(tmp_path / f"h{i}", {"tiny.yaml": TINY}, {}) for i in range(3)]
+    try:
+        deadline = time.monotonic() + 240
+        pending = {log for _, log in starts}
+        while pending and time.monotonic() < deadline:
+            for process, log in starts:
+                text = log.read_text()
+                if log in pending and ("ready: " in text or process.poll() is not None):
+                    pending.discard(log)
+            time.sleep(0.5)
+        for process, log in starts:
+            text = log.read_text()
+            assert "ready: " in text, text[-3000:]
+            assert "1 job(s), 0 schedule(s)" in text and "0 invalid document(s)" in text
+            assert process.poll() is None
+    finally:
+        for process, _ in starts:
+            process.send_signal(signal.SIGINT)
+        for process, _ in starts:
+            try:
+                process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                process.kill()
+
+
+def test_a_location_that_fails_to_load_is_reported_and_up_exits_1(tmp_path):
+    """With PARTNERSHIPS_STRICT the location refuses to load while a file is invalid: `up`
+    prints why, never `ready`, and stops everything with exit code 1."""
+    broken = "id: broken\nsteps:\n  - {id: a, type: nope}\n"
+    process, log = _start_up(
+        tmp_path, {"tiny.yaml": TINY, "broken.yaml": broken}, {"PARTNERSHIPS_STRICT": "1"}
+    )
+    try:
+        code = process.wait(timeout=240)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    text = log.read_text()
+    assert code == 1, text[-3000:]
+    assert "ready: " not in text
+    assert "the code location `partnerships` failed to load" in text
+    assert "broken.yaml:3" in text and "stopped" in text
+    assert processes_with(f"PARTNERSHIPS_HOME={tmp_path / 'home'}") == []
