@@ -416,7 +416,15 @@ def _start_up(
     )
     log = base / "up.log"
     process = subprocess.Popen(
-        [str(BIN / "partnerships"), "up", "--no-seed", "--port", str(_free_port())],
+        [
+            str(BIN / "partnerships"),
+            "up",
+            "--no-seed",
+            "--port",
+            str(_free_port()),
+            "--api-port",
+            str(_free_port()),
+        ],
         cwd=ROOT,
         env=env,
         stdout=log.open("wb"),
