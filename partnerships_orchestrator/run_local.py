@@ -198,6 +198,7 @@ def resume_run(
     if parent is None:
         raise PartnershipsError(f"no run `{run_id}`", hint="`partnerships runs` lists recent runs")
     _check_resumable(parent)
+    _check_not_resumed(instance, parent)
     playbook_id = parent.tags.get(naming.PLAYBOOK_TAG)
     if not playbook_id:
         raise PartnershipsError(f"run {run_id} is not a playbook run (job `{parent.job_name}`)")
@@ -244,6 +245,25 @@ def _check_resumable(run: DagsterRun) -> None:
         f"run {run.run_id} is {run.status.value}, not failed",
         hint="a run can be resumed once it failed or was canceled; its process is alive "
         "(`partnerships runs` shows its status)",
+    )
+
+
+def _check_not_resumed(instance: dg.DagsterInstance, run: DagsterRun) -> None:
+    """A run is resumed once: after that, its newest re-execution is the one to resume."""
+    children = instance.get_runs(filters=dg.RunsFilter(tags={PARENT_RUN_ID_TAG: run.run_id}))
+    if not children:
+        return
+    newest = children[0]  # newest first
+    status = newest.status
+    hint = (
+        f"`partnerships resume {newest.run_id}`"
+        if status in (DagsterRunStatus.FAILURE, DagsterRunStatus.CANCELED)
+        else "nothing is left to resume"
+        if status == DagsterRunStatus.SUCCESS
+        else "it is still running (`partnerships runs`)"
+    )
+    raise PartnershipsError(
+        f"run {run.run_id} was resumed by run {newest.run_id} ({status.value})", hint=hint
     )
 
 

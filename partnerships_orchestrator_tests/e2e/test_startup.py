@@ -208,3 +208,40 @@ def test_runs_in_a_process_with_sigint_ignored_leave_no_process_behind(tmp_path)
     assert outcome["sigterm_ignored"]  # the condition the old log capture could not survive
     assert outcome["success"], outcome["errors"]
     assert processes_with(f"PARTNERSHIPS_TEST_MARK={tmp_path}") == []
+
+
+def test_a_killed_cli_run_is_found_dead_and_resumed(tmp_path):
+    """`partnerships run` SIGKILLed mid-step leaves its run STARTED; the next command sees its
+    process is gone and marks it failed, and `partnerships resume` finishes it as a new run of
+    the same root run."""
+    from partnerships_orchestrator_tests.e2e.test_stack import SLOW, Gate
+
+    gate = Gate()
+    try:
+        env = make_env(tmp_path)
+        env["PARTNERSHIPS_WEBHOOK_ALLOW_HOSTS"] = "127.0.0.1"
+        (tmp_path / "playbooks" / "slow.yaml").write_text(SLOW.format(url=gate.url))
+        running = subprocess.Popen(
+            [str(BIN / "partnerships"), "run", "e2e-slow", "--json"],
+            env=env,
+            cwd=ROOT,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        assert gate.arrived.wait(180), "the run never reached its webhook step"
+        before = json.loads(cli(env, "runs", "--json").stdout)
+        assert [r["status"] for r in before] == ["STARTED"]  # its process is alive
+        running.kill()
+        running.wait()
+        [dead] = json.loads(cli(env, "runs", "--json").stdout)
+        assert dead["status"] == "FAILURE" and dead["run_id"] == before[0]["run_id"]
+        gate.opened.set()
+        resumed = cli(env, "resume", dead["run_id"], "--json")
+        assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+        summary = json.loads(resumed.stdout)
+        assert summary["success"] and summary["root_run_id"] == dead["run_id"]
+        again = cli(env, "resume", dead["run_id"])
+        assert again.returncode == 2
+        assert f"was resumed by run {summary['run_id']}" in " ".join(again.stderr.split())
+    finally:
+        gate.close()
