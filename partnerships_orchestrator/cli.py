@@ -824,7 +824,7 @@ def token_list(ctx: click.Context, playbooks: str | None, home: str | None, as_j
 def token_revoke(
     ctx: click.Context, token_id: str, playbooks: str | None, home: str | None
 ) -> None:
-    """Revoke a token by its id (`tok_...`); the API refuses it within two seconds."""
+    """Revoke a token by its id (`tok_...`); it stops working at once."""
     from partnerships_orchestrator.store.tokens import TokenStore
 
     try:

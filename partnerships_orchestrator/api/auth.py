@@ -12,40 +12,28 @@ from partnerships_orchestrator.api.problems import Problem
 from partnerships_orchestrator.api.rate_limit import RateLimiter
 from partnerships_orchestrator.store.tokens import ROLES, Token, TokenStore
 
-VERIFIED_TTL = 2.0  # seconds a verified token is trusted without a database read
 TOUCH_EVERY = 60.0  # seconds between `last_used_at` updates of one token
 
 
 class Authenticator:
-    """Verifies bearer tokens (briefly cached) and spends their rate budget."""
+    """Verifies bearer tokens (every request reads the token's row, so a revocation holds at
+    once) and spends their rate budget."""
 
     def __init__(self, tokens: TokenStore, default_rate: int) -> None:
         self.tokens = tokens
         self.default_rate = default_rate
         self.limiter = RateLimiter()
-        self._verified: dict[str, tuple[Token, float]] = {}
         self._touched: dict[str, float] = {}
 
     def token_for(self, secret: str) -> Token | None:
-        now = time.monotonic()
-        cached = self._verified.get(secret)
-        if cached and now - cached[1] < VERIFIED_TTL:
-            return cached[0]
         token = self.tokens.verify(secret)
         if token is None:
-            self._verified.pop(secret, None)
             return None
-        self._verified[secret] = (token, now)
+        now = time.monotonic()
         if now - self._touched.get(token.id, -TOUCH_EVERY) >= TOUCH_EVERY:
             self._touched[token.id] = now
             self.tokens.touch(token.id)
         return token
-
-    def forget(self, token_id: str) -> None:
-        """Drop cached verifications of a token (after it was revoked here)."""
-        for secret, (token, _) in list(self._verified.items()):
-            if token.id == token_id:
-                self._verified.pop(secret, None)
 
     def authenticate(self, request: Request) -> Token:
         header = request.headers.get("authorization", "")

@@ -2,12 +2,20 @@
 
 from __future__ import annotations
 
-from datetime import datetime
-from typing import Any, Generic, Literal, TypeVar
+from datetime import UTC, datetime
+from typing import Annotated, Any, Generic, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 T = TypeVar("T")
+
+
+def _utc(value: datetime) -> datetime:
+    """SQLite hands back naive timestamps; the product writes them all in UTC."""
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
+
+
+Timestamp = Annotated[datetime, AfterValidator(_utc)]
 
 
 class Strict(BaseModel):
@@ -50,7 +58,7 @@ class Revision(BaseModel):
     action: Literal["create", "update", "delete"]
     format: Literal["yaml", "json"]
     token_id: str | None
-    created_at: datetime
+    created_at: Timestamp
     text: str | None = None
 
 
@@ -71,9 +79,9 @@ class ExecutionSummary(BaseModel):
     playbook: str | None
     job: str
     status: str
-    created_at: datetime | None
-    started_at: datetime | None
-    ended_at: datetime | None
+    created_at: Timestamp | None
+    started_at: Timestamp | None
+    ended_at: Timestamp | None
     trigger: dict[str, Any] | None
     parent_execution_id: str | None
     root_execution_id: str | None
@@ -83,12 +91,12 @@ class StepState(BaseModel):
     key: str
     status: str | None
     attempts: int
-    started_at: datetime | None
-    ended_at: datetime | None
+    started_at: Timestamp | None
+    ended_at: Timestamp | None
 
 
 class LogLine(BaseModel):
-    at: datetime
+    at: Timestamp
     level: str
     step: str | None
     event: str | None
@@ -122,8 +130,8 @@ class DeadLetter(BaseModel):
     inputs: Any = None
     attempts: int
     status: str
-    redriven_at: datetime | None = None
-    created_at: datetime
+    redriven_at: Timestamp | None = None
+    created_at: Timestamp
 
 
 class Redriven(BaseModel):
@@ -144,12 +152,12 @@ class OutboxMessage(BaseModel):
     run_id: str | None
     step: str | None
     message_id: str
-    created_at: datetime
+    created_at: Timestamp
 
 
 class AuditRow(BaseModel):
     id: int
-    at: datetime
+    at: Timestamp
     token_id: str | None
     action: str
     playbook: str | None

@@ -123,7 +123,13 @@ class Webserver:
             "runConfigData": run_config,
             "executionMetadata": {"tags": [{"key": k, "value": v} for k, v in tags.items()]},
         }
-        return self._run_id(self._call(_LAUNCH, {"params": params})["launchRun"])
+        result = self._call(_LAUNCH, {"params": params})["launchRun"]
+        if result["__typename"] == "PipelineNotFoundError":
+            # the webserver has not loaded this playbook yet (e.g. stored by another API
+            # process, or still starting): reload the location once and try again
+            self.reload()
+            result = self._call(_LAUNCH, {"params": params})["launchRun"]
+        return self._run_id(result)
 
     def reexecute_from_failure(self, run_id: str, tags: dict[str, str]) -> str:
         params = {

@@ -190,6 +190,32 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     except BaseException:
         process.kill()
         raise
+    load_errors: list[str] = []
+
+    def jobs_loaded() -> bool:
+        """The code location loaded with the playbooks (reloaded if loading it failed)."""
+        query = """{ workspaceOrError { ... on Workspace { locationEntries { name
+            locationOrLoadError { __typename ... on PythonError { message }
+              ... on RepositoryLocation { repositories { jobs { name } } } } } } } }"""
+        url = f"http://127.0.0.1:{ui_port}/graphql"
+        data = httpx.post(url, json={"query": query}, timeout=30).json()["data"]
+        for entry in data["workspaceOrError"]["locationEntries"]:
+            location = entry["locationOrLoadError"] or {}
+            if location.get("__typename") == "PythonError":
+                load_errors.append(location["message"])
+                reload = 'mutation { reloadRepositoryLocation(repositoryLocationName: "partnerships") { __typename } }'
+                httpx.post(url, json={"query": reload}, timeout=60)
+                return False
+            for repository in location.get("repositories", []):
+                if any(job["name"] == "api_hello" for job in repository["jobs"]):
+                    return True
+        return False
+
+    try:
+        wait_for(jobs_loaded, timeout=120, every=0.5)
+    except BaseException:
+        process.kill()
+        raise AssertionError(f"the code location did not load: {load_errors[-1:]}") from None
     text = log_path.read_text()
     admin = re.search(r"PARTNERSHIPS_API_TOKEN=(\S+)", text)
     assert admin, text

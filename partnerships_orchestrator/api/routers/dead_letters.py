@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import APIRouter, Depends, Path, Query, Request
 
 from partnerships_orchestrator.api.auth import role
 from partnerships_orchestrator.api.context import ApiContext, context
@@ -17,9 +17,10 @@ router = APIRouter(prefix="/dead-letters", tags=["dead letters"])
 Ctx = Annotated[ApiContext, Depends(context)]
 Viewer = Annotated[Token, Depends(role("viewer"))]
 Operator = Annotated[Token, Depends(role("operator"))]
+LetterId = Annotated[int, Path(ge=1, le=2**53, description="The dead letter's number.")]
 
 
-def _visible_letter(ctx: ApiContext, token: Token, letter_id: int) -> dict[str, Any]:
+def _visible_letter(ctx: ApiContext, token: Token, letter_id: LetterId) -> dict[str, Any]:
     letter = ctx.state.dead_letter(letter_id)
     entry = ctx.catalog.entry(letter["playbook"]) if letter else None
     if letter is None or entry is None or not token.sees(entry.model.owners):
@@ -53,7 +54,7 @@ def list_dead_letters(
 
 
 @router.get("/{letter_id}", response_model=DeadLetter, responses=responses(401, 404, 422, 429))
-def get_dead_letter(ctx: Ctx, token: Viewer, letter_id: int) -> dict[str, Any]:
+def get_dead_letter(ctx: Ctx, token: Viewer, letter_id: LetterId) -> dict[str, Any]:
     return _visible_letter(ctx, token, letter_id)
 
 

@@ -162,22 +162,8 @@ def get_execution(
         }
         for s in ctx.instance.get_run_step_stats(run_id)
     ]
-    lines = []
-    for event in ctx.instance.all_logs(run_id)[-logs:] if logs else []:
-        lines.append(
-            {
-                "at": _time(event.timestamp),
-                "level": logging.getLevelName(event.level),
-                "step": event.step_key,
-                "event": event.dagster_event.event_type_value if event.dagster_event else None,
-                "message": event.user_message
-                or (
-                    event.dagster_event.message
-                    if event.dagster_event and event.dagster_event.message
-                    else ""
-                ),
-            }
-        )
+    events = ctx.instance.all_logs(run_id)[-logs:] if logs else []
+    lines = [_log_line(event) for event in events]
     root = run.root_run_id or run.run_id
     sent = [
         jsonable({k: v for k, v in d.items() if k != "receipt"})
@@ -191,6 +177,21 @@ def get_execution(
         "logs": lines,
         "messages_sent": sent,
         "dead_letters": letters,
+    }
+
+
+def _log_line(event: Any) -> dict[str, Any]:
+    dagster_event = event.dagster_event
+    message = event.user_message or (dagster_event.message if dagster_event else "") or ""
+    error = getattr(getattr(dagster_event, "event_specific_data", None), "error", None)
+    if error is not None and getattr(error, "message", None):
+        message = f"{message}\n{error.message.strip()}"
+    return {
+        "at": _time(event.timestamp),
+        "level": logging.getLevelName(event.level),
+        "step": event.step_key,
+        "event": dagster_event.event_type.name if dagster_event else None,
+        "message": message,
     }
 
 

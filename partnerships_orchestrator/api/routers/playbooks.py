@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Query, Request, Response
+from fastapi import APIRouter, Depends, Path, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
 
 from partnerships_orchestrator.api.auth import role
@@ -279,7 +279,9 @@ def list_revisions(ctx: Ctx, token: Viewer, playbook_id: str) -> list[dict[str, 
     response_model=Revision,
     responses=responses(401, 404, 422, 429),
 )
-def get_revision(ctx: Ctx, token: Viewer, playbook_id: str, number: int) -> dict[str, Any]:
+def get_revision(
+    ctx: Ctx, token: Viewer, playbook_id: str, number: Annotated[int, Path(ge=1, le=2**53)]
+) -> dict[str, Any]:
     ctx.visible(token, playbook_id)
     revision = ctx.catalog.store.revision(playbook_id, number)
     if revision is None:

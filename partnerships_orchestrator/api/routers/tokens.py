@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Request
@@ -11,7 +10,7 @@ from pydantic import BaseModel, Field
 from partnerships_orchestrator.api.auth import role
 from partnerships_orchestrator.api.context import ApiContext, context
 from partnerships_orchestrator.api.problems import Problem, responses
-from partnerships_orchestrator.api.schemas import Strict
+from partnerships_orchestrator.api.schemas import Strict, Timestamp
 from partnerships_orchestrator.store.tokens import ROLES, Token, TokenError
 
 router = APIRouter(prefix="/tokens", tags=["tokens"])
@@ -25,9 +24,9 @@ class TokenOut(BaseModel):
     role: str
     teams: list[str]
     rate_limit: int | None
-    created_at: datetime
-    last_used_at: datetime | None
-    revoked_at: datetime | None
+    created_at: Timestamp
+    last_used_at: Timestamp | None
+    revoked_at: Timestamp | None
 
 
 class TokenCreated(TokenOut):
@@ -68,7 +67,6 @@ def revoke_token(request: Request, ctx: Ctx, token: Admin, token_id: str) -> dic
         raise Problem(404, "not-found", f"no token `{token_id}`")
     try:
         revoked = ctx.tokens.revoke(token_id)
-        ctx.auth.forget(token_id)
         return revoked.as_dict()
     except TokenError as exc:
         raise Problem(409, "conflict", str(exc)) from None
