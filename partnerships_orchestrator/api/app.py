@@ -25,9 +25,9 @@ from partnerships_orchestrator.api.routers import (
     webhooks,
 )
 from partnerships_orchestrator.api.webserver import Webserver
+from partnerships_orchestrator.project import Project
 from partnerships_orchestrator.settings import Settings, load_settings
 from partnerships_orchestrator.store.audit import AuditLog
-from partnerships_orchestrator.store.state import StateStore
 from partnerships_orchestrator.store.tokens import TokenStore
 
 PREFIX = "/api/partnerships"
@@ -44,18 +44,18 @@ def create_app(
     webserver_url: str | None = None,
     default_rate: int | None = None,
 ) -> FastAPI:
-    settings = settings or load_settings()
-    state = StateStore(settings.state_url)
+    project = Project(settings or load_settings())
+    settings = project.settings
+    project.prepare()
     token_store = TokenStore(settings.state_url)
     audit_log = AuditLog(settings.state_url)
     rate = default_rate or int(os.environ.get(RATE_ENV) or DEFAULT_RATE)
     ctx = ApiContext(
-        settings=settings,
+        project=project,
         webserver=Webserver(webserver_url or os.environ.get(WEBSERVER_ENV)),
-        catalog=PlaybookCatalog(settings),
+        catalog=PlaybookCatalog(project),
         tokens=token_store,
         audit=audit_log,
-        state=state,
         auth=Authenticator(token_store, rate),
     )
     app = FastAPI(

@@ -12,12 +12,12 @@ from pathlib import Path
 import yaml
 
 from partnerships_orchestrator.api.body_limits import StrictJSONError, strict_json
-from partnerships_orchestrator.settings import Settings
-from partnerships_orchestrator.spec.loader import Catalog, discover, load_catalog
+from partnerships_orchestrator.project import Project
+from partnerships_orchestrator.spec.loader import discover, load_catalog
 from partnerships_orchestrator.spec.models import ID_PATTERN, Playbook
 from partnerships_orchestrator.spec.problems import ROOT, SpecError, SpecProblem
 from partnerships_orchestrator.spec.validate import DocumentModel
-from partnerships_orchestrator.store.playbook_store import FORMATS, PlaybookStore, playbook_sources
+from partnerships_orchestrator.store.playbook_store import FORMATS, PlaybookStore
 
 REQUEST_FILE = "<request body>"
 
@@ -32,14 +32,15 @@ class Entry:
 
 
 class PlaybookCatalog:
-    """A cached catalog of both sources; ``entries()`` reloads only after a change."""
+    """The project's catalog of both sources, read again (``Project.reload``) only after a
+    file in `playbooks/` or a store playbook changed."""
 
-    def __init__(self, settings: Settings) -> None:
-        self.settings = settings
-        self.store = PlaybookStore(settings.state_url)
+    def __init__(self, project: Project) -> None:
+        self.project = project
+        self.settings = project.settings
+        self.store = PlaybookStore(project.settings.state_url)
         self._lock = threading.Lock()
         self._fingerprint: object = None
-        self._catalog = Catalog()
         self._entries: dict[str, Entry] = {}
 
     def _current_fingerprint(self) -> object:
@@ -57,9 +58,8 @@ class PlaybookCatalog:
         with self._lock:
             if fingerprint == self._fingerprint:
                 return
-            catalog = load_catalog(
-                playbook_sources(self.settings), templates_dir=self.settings.templates_dir
-            )
+            self.project.reload()
+            catalog = self.project.catalog
             store_dir = str(self.settings.playbook_store_dir)
             self._entries = {
                 doc.model.id: Entry(
@@ -67,7 +67,6 @@ class PlaybookCatalog:
                 )
                 for doc in catalog.documents
             }
-            self._catalog = catalog
             self._fingerprint = fingerprint
 
     def entries(self) -> dict[str, Entry]:
@@ -83,7 +82,7 @@ class PlaybookCatalog:
         entry = self._entries.get(playbook_id)
         if entry and entry.origin == "file":
             return entry.file
-        for file in self._catalog.invalid_files:
+        for file in self.project.catalog.invalid_files:
             if (
                 not file.startswith(str(self.settings.playbook_store_dir))
                 and Path(file).stem == playbook_id

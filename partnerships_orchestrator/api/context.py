@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from functools import cached_property
 
 import dagster as dg
 from fastapi import Request
@@ -12,6 +11,7 @@ from partnerships_orchestrator.api.auth import Authenticator
 from partnerships_orchestrator.api.catalog import Entry, PlaybookCatalog
 from partnerships_orchestrator.api.problems import Problem
 from partnerships_orchestrator.api.webserver import Webserver
+from partnerships_orchestrator.project import Project
 from partnerships_orchestrator.settings import Settings
 from partnerships_orchestrator.store.audit import AuditLog
 from partnerships_orchestrator.store.state import StateStore
@@ -20,17 +20,26 @@ from partnerships_orchestrator.store.tokens import Token, TokenStore
 
 @dataclass
 class ApiContext:
-    settings: Settings
+    """The project (catalog, state, Dagster instance, redrive) plus what only the API has."""
+
+    project: Project
     webserver: Webserver
     catalog: PlaybookCatalog
     tokens: TokenStore
     audit: AuditLog
-    state: StateStore
     auth: Authenticator
 
-    @cached_property
+    @property
+    def settings(self) -> Settings:
+        return self.project.settings
+
+    @property
+    def state(self) -> StateStore:
+        return self.project.state
+
+    @property
     def instance(self) -> dg.DagsterInstance:
-        return dg.DagsterInstance.from_config(str(self.settings.dagster_home))
+        return self.project.instance
 
     def visible(self, token: Token, playbook_id: str) -> Entry:
         """The document, if the caller's teams own it; 404 otherwise, so ids don't leak."""

@@ -68,7 +68,7 @@ steps:
     body: "Hello {{ item.name }}."
   - id: check
     type: query
-    depends_on: [greet]
+    depends_on: [partners]
     on_error: {action: retry, max_attempts: 1}
     sql: "select count(*) as n from api_fix_me"
 """
