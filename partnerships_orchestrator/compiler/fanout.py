@@ -28,7 +28,7 @@ import random
 import time
 from collections import Counter
 from collections.abc import Iterator, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -52,6 +52,7 @@ from partnerships_orchestrator.compiler.ops import (
 )
 from partnerships_orchestrator.compiler.scope import SKIPPED_KEY, Scope, merge, public, with_item
 from partnerships_orchestrator.compiler.step_process import end_with_run_worker
+from partnerships_orchestrator.dispatch import Delivery, Outcome
 from partnerships_orchestrator.expressions import evaluate
 from partnerships_orchestrator.spec.graph import StepGraph
 from partnerships_orchestrator.spec.models import CommunicateStep, OnError, Playbook
@@ -61,6 +62,7 @@ from partnerships_orchestrator.store import codec
 from partnerships_orchestrator.store.jsonable import jsonable
 
 CHUNK_SIZE = 1000  # items per chunk: one progress line each, and SendGrid's batch size
+STREAM_SIZE = 250  # a `communicate` step's items rendered before their messages start to leave
 WORKERS = 8  # items of a chunk at once for steps other than `communicate`
 
 
@@ -342,29 +344,23 @@ def _communicate(
     pending, attempt = sorted(todo), 1
     while pending:
         errors: dict[int, tuple[Any, Exception]] = {}
-        prepared: dict[int, tuple[Any, list[Any]]] = {}
-        provider = None
-        for i in pending:
-            ctx = step_context(plan, context, todo[i], mapping_key=keys[i], log=log)
-            try:
-                if skipped_by_when(plan, ctx):
-                    produced[i] = _skip(plan, todo[i], tally)
-                    continue
-                provider = provider or communicate.provider_for(step, ctx)
-                prepared[i] = (ctx, communicate.prepare(step, ctx, provider))
-            except Exception as exc:  # every failure goes through the step's error policy
-                errors[i] = (ctx, exc)
-        if prepared and provider is not None:
-            first_ctx = next(iter(prepared.values()))[0]
-            if attempt == 1:
-                communicate.announce(step, first_ctx, provider)
-            flat = [d for _, deliveries in prepared.values() for d in deliveries]
-            dispatcher = communicate.dispatcher(step, first_ctx, provider)
-            outcomes = iter(dispatcher.deliver(flat, workers=None, timeout=plan.timeout))
-            for i, (ctx, deliveries) in prepared.items():
-                mine = [next(outcomes) for _ in deliveries]
+        sends = _Sends(plan, attempt)
+        try:
+            for start in range(0, len(pending), STREAM_SIZE):
+                for i in pending[start : start + STREAM_SIZE]:
+                    ctx = step_context(plan, context, todo[i], mapping_key=keys[i], log=log)
+                    try:
+                        if skipped_by_when(plan, ctx):
+                            produced[i] = _skip(plan, todo[i], tally)
+                        else:
+                            sends.add(i, ctx)
+                    except Exception as exc:  # every failure goes through the step's policy
+                        errors[i] = (ctx, exc)
+                sends.flush(unless_shared=True)  # what is ready leaves while the rest renders
+            sends.flush()
+            for i, ctx, outcomes in sends.outcomes():
                 try:
-                    receipts = communicate.receipts(mine)
+                    receipts = communicate.receipts(outcomes)
                 except Exception as exc:  # noqa: BLE001 - through the error policy below
                     errors[i] = (ctx, exc)
                     continue
@@ -373,6 +369,8 @@ def _communicate(
                 result = output_scope(plan, todo[i], receipts)
                 assert result is not None  # nosec B101 # invariant for mypy: a mapped step always passes a scope on
                 produced[i] = result
+        finally:
+            sends.close()
         pending = []
         for i, (ctx, error) in sorted(errors.items()):
             try:
@@ -388,6 +386,62 @@ def _communicate(
             time.sleep(retry_delay(plan.policy, attempt))
             attempt += 1
     return produced, failed
+
+
+class _Sends:
+    """A chunk's messages on their way: rendered items are handed to the delivery service in
+    parts (in a background thread, so the next items render meanwhile), unless they all share
+    their content, in which case they wait for the chunk's end and go as one batch."""
+
+    def __init__(self, plan: StepPlan, attempt: int) -> None:
+        self.plan, self.attempt = plan, attempt
+        self.step = plan.step
+        assert isinstance(self.step, CommunicateStep)  # nosec B101 # invariant for mypy
+        self.provider: Any = None
+        self.dispatcher: Any = None
+        self.ready: dict[int, tuple[Any, list[Delivery]]] = {}
+        self.parts: list[tuple[dict[int, tuple[Any, list[Delivery]]], Future[Any]]] = []
+        self.sender = ThreadPoolExecutor(1, thread_name_prefix=f"send-{self.step.id}")
+
+    def add(self, index: int, ctx: Any) -> None:
+        """Render one item's messages (raises what rendering raises)."""
+        step = self.step
+        assert isinstance(step, CommunicateStep)  # nosec B101 # invariant for mypy
+        if self.provider is None:
+            self.provider = communicate.provider_for(step, ctx)
+            if self.attempt == 1:
+                communicate.announce(step, ctx, self.provider)
+            self.dispatcher = communicate.dispatcher(step, ctx, self.provider)
+        self.ready[index] = (ctx, communicate.prepare(step, ctx, self.provider))
+
+    def flush(self, *, unless_shared: bool = False) -> None:
+        if not self.ready or (unless_shared and self._shared()):
+            return
+        part, self.ready = self.ready, {}
+        flat = [d for _, deliveries in part.values() for d in deliveries]
+        run = contextvars.copy_context().run
+        deliver = self.dispatcher.deliver
+        self.parts.append(
+            (part, self.sender.submit(run, deliver, flat, workers=None, timeout=self.plan.timeout))
+        )
+
+    def _shared(self) -> bool:
+        contents = {
+            (d.message.subject, d.message.body, d.message.attachments)
+            for _, deliveries in self.ready.values()
+            for d in deliveries
+        }
+        return len(contents) <= 1
+
+    def outcomes(self) -> Iterator[tuple[int, Any, list[Outcome]]]:
+        """Each item's outcomes, in the order its messages were handed in."""
+        for part, future in self.parts:
+            outcomes = iter(future.result())
+            for index, (ctx, deliveries) in part.items():
+                yield index, ctx, [next(outcomes) for _ in deliveries]
+
+    def close(self) -> None:
+        self.sender.shutdown(wait=True, cancel_futures=True)
 
 
 def _skip(plan: StepPlan, scope: Scope, tally: _Tally) -> Scope:

@@ -18,6 +18,7 @@ from sqlalchemy import (
     URL,
     Connection,
     Engine,
+    bindparam,
     create_engine,
     event,
     insert,
@@ -92,6 +93,25 @@ def _postgres_driver(url: str) -> URL:
     if parsed.drivername in ("postgres", "postgresql"):
         return parsed.set(drivername="postgresql+psycopg")
     return parsed
+
+
+_C = tables.deliveries.c
+# one statement for many ledger rows (executemany): compiled once, not once per message
+_FINISH = (
+    update(tables.deliveries)
+    .where(
+        _C.root_run_id == bindparam("k_root"),
+        _C.step == bindparam("k_step"),
+        _C.item_key == bindparam("k_item"),
+        _C.recipient == bindparam("k_to"),
+    )
+    .values(
+        status=bindparam("v_status"),
+        receipt=bindparam("v_receipt", type_=_C.receipt.type),
+        error=bindparam("v_error"),
+        updated_at=bindparam("v_at", type_=_C.updated_at.type),
+    )
+)
 
 
 @cache
@@ -211,13 +231,27 @@ class StateStore:
         claims and records of other threads of this process that arrive meanwhile)."""
         now = _now()
 
-        def work(conn: Connection) -> dict[DeliveryKey, str]:
-            return {
-                k: self._claim_in(conn, k, _ledger_row(k, run_id, playbook, channel, provider, now))
-                for k in keys
-            }
+        def row(key: DeliveryKey) -> dict[str, Any]:
+            return _ledger_row(key, run_id, playbook, channel, provider, now)
 
-        return self._grouped(work)
+        def work(conn: Connection) -> dict[DeliveryKey, str]:
+            if len(keys) == 1:
+                return one_by_one(conn)
+            existing = self._rows_in(conn, keys)
+            fresh = [k for k in keys if k not in existing]
+            if fresh:  # one statement for all the new ones (the common case)
+                conn.execute(insert(tables.deliveries), [row(k) for k in fresh])
+            answers = dict.fromkeys(fresh, "new")
+            answers |= {k: self._claim_in(conn, k, row(k)) for k in keys if k in existing}
+            return answers
+
+        def one_by_one(conn: Connection) -> dict[DeliveryKey, str]:
+            return {k: self._claim_in(conn, k, row(k)) for k in keys}
+
+        try:
+            return self._grouped(work)
+        except IntegrityError:  # another process claimed some meanwhile: each atomically
+            return self._grouped(one_by_one)
 
     def _claim_in(self, conn: Connection, key: DeliveryKey, row: dict[str, Any]) -> str:
         """One atomic claim: insert the row, else take it back from ``failed``, else its status."""
@@ -287,25 +321,31 @@ class StateStore:
 
     def deliveries_of(self, keys: Sequence[DeliveryKey]) -> dict[DeliveryKey, dict[str, Any]]:
         """The ledger rows of ``keys`` that exist (few queries for many keys of one step)."""
+        with self.engine.connect() as conn:
+            return self._rows_in(conn, keys)
+
+    @staticmethod
+    def _rows_in(
+        conn: Connection, keys: Sequence[DeliveryKey]
+    ) -> dict[DeliveryKey, dict[str, Any]]:
         c = tables.deliveries.c
         wanted = set(keys)
         found: dict[DeliveryKey, dict[str, Any]] = {}
         groups: dict[tuple[str, str], list[DeliveryKey]] = {}
         for key in wanted:
             groups.setdefault((key.root_run_id, key.step), []).append(key)
-        with self.engine.connect() as conn:
-            for (root, step), members in groups.items():
-                items = sorted({k.item_key for k in members})
-                for start in range(0, len(items), 500):
-                    query = select(tables.deliveries).where(
-                        c.root_run_id == root,
-                        c.step == step,
-                        c.item_key.in_(items[start : start + 500]),
-                    )
-                    for row in conn.execute(query).mappings():
-                        key = DeliveryKey(root, step, row["item_key"], row["recipient"])
-                        if key in wanted:
-                            found[key] = dict(row)
+        for (root, step), members in groups.items():
+            items = sorted({k.item_key for k in members})
+            for start in range(0, len(items), 500):
+                query = select(tables.deliveries).where(
+                    c.root_run_id == root,
+                    c.step == step,
+                    c.item_key.in_(items[start : start + 500]),
+                )
+                for row in conn.execute(query).mappings():
+                    key = DeliveryKey(root, step, row["item_key"], row["recipient"])
+                    if key in wanted:
+                        found[key] = dict(row)
         return found
 
     def deliveries(self, run_id: str | None = None) -> list[dict[str, Any]]:
@@ -319,16 +359,20 @@ class StateStore:
         if not updates:
             return
         now = _now()
-
-        def work(conn: Connection) -> None:
-            for key, values in updates:
-                conn.execute(
-                    update(tables.deliveries)
-                    .where(*self._match(key))
-                    .values(updated_at=now, **values)
-                )
-
-        self._grouped(work)
+        params = [
+            {
+                "k_root": key.root_run_id,
+                "k_step": key.step,
+                "k_item": key.item_key,
+                "k_to": key.recipient,
+                "v_status": values["status"],
+                "v_receipt": values["receipt"],
+                "v_error": values["error"],
+                "v_at": now,
+            }
+            for key, values in updates
+        ]
+        self._grouped(lambda conn: conn.execute(_FINISH, params))
 
     @staticmethod
     def _match(key: DeliveryKey) -> tuple[Any, ...]:
