@@ -96,7 +96,9 @@ def run_check(
             where = f"{c} IS NOT NULL AND {c} NOT IN ({marks})"
             bad = int(_scalar(conn, f"SELECT count(*) FROM {t} WHERE {where}", **params) or 0)  # nosec B608 # table and column quoted by _q; accepted values bound
             sample = _values(
-                conn, f"SELECT DISTINCT {c} FROM {t} WHERE {where} LIMIT {SAMPLE + 1}", **params  # nosec B608 # table and column quoted by _q; accepted values bound
+                conn,
+                f"SELECT DISTINCT {c} FROM {t} WHERE {where} LIMIT {SAMPLE + 1}",
+                **params,  # nosec B608 # table and column quoted by _q; accepted values bound
             )
             return CheckOutcome(
                 bad == 0,

@@ -12,8 +12,10 @@ not see.
 from __future__ import annotations
 
 import json
+import queue
+import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -33,6 +35,7 @@ from partnerships_orchestrator.store.schema import schema_lock
 from partnerships_orchestrator.warehouse import sync_cursors
 
 BATCH_SIZE = 5000
+PREFETCH = 20_000  # changes read ahead of the writer
 SQL_TYPES: dict[ColumnType, Any] = {
     "text": sa.Text,
     "number": sa.Float,
@@ -179,7 +182,7 @@ def run_sync(
         if progress:
             progress(asset, result.seen, result.inserted + result.updated)
 
-    for change in source.changes(obj, [p for _, p, _ in columns], since):
+    for change in prefetched(source.changes(obj, [p for _, p, _ in columns], since)):
         result.seen += 1
         batch.pop(change.id, None)  # a record read twice keeps its latest state, once
         batch[change.id] = change
@@ -193,6 +196,46 @@ def run_sync(
     result.cursor = position.at
     result.duration_seconds = time.monotonic() - started
     return result
+
+
+_DONE = object()
+
+
+def prefetched(changes: Iterator[Change], depth: int = PREFETCH) -> Iterator[Change]:
+    """The same changes, read ahead by a thread: the vendor's pages keep coming at its rate
+    limit while a batch is being written (reading and writing no longer wait for each other).
+    An error of the reader is raised here, in order; stopping early stops the reader."""
+    buffer: queue.Queue[Any] = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+
+    def read() -> None:
+        try:
+            for change in changes:
+                while not stop.is_set():
+                    try:
+                        buffer.put(change, timeout=0.2)
+                        break
+                    except queue.Full:
+                        continue
+                if stop.is_set():
+                    return
+            buffer.put(_DONE)
+        except BaseException as exc:  # handed to the consumer, raised there
+            buffer.put(exc)
+
+    reader = threading.Thread(target=read, name="sync-reader", daemon=True)
+    reader.start()
+    try:
+        while True:
+            item = buffer.get()
+            if item is _DONE:
+                return
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        stop.set()
+        reader.join(timeout=5)
 
 
 def _kind(column: sa.Column[Any]) -> ColumnType:

@@ -149,6 +149,20 @@ def test_dataset_materializes_with_lineage_metadata_and_passing_checks(
     assert (
         dg.AssetKey("partners") in repo.asset_graph.get(dg.AssetKey("partners_by_tier")).parent_keys
     )
+    # no schedule: follows its upstreams; warehouse tables never hold it back
+    condition = node.automation_condition
+    assert condition is not None and "eager" in condition.get_label()
+    assert not any(s.name.startswith("top_tier") for s in repo.schedule_defs)
+
+
+def test_dataset_with_a_schedule_gets_a_job_and_no_automation(materialize: Materialize) -> None:
+    scheduled = TIER_COUNTS + 'schedule: {cron: "0 6 * * 1", timezone: Europe/Berlin}\n'
+    assert materialize(scheduled, "partners_by_tier").success
+    repo = materialize.repository()  # type: ignore[attr-defined]
+    assert repo.asset_graph.get(dg.AssetKey("top_tier")).automation_condition is None
+    schedule = repo.get_schedule_def("top_tier__assets__schedule")
+    assert (schedule.cron_schedule, schedule.execution_timezone) == ("0 6 * * 1", "Europe/Berlin")
+    assert schedule.job_name == "top_tier__assets"
 
 
 @pytest.mark.parametrize(
