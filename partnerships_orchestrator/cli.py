@@ -618,12 +618,7 @@ def seed(ctx: click.Context, playbooks: str | None, home: str | None, reset: boo
 
 
 def _seed(settings: Settings, reset: bool = False) -> dict[str, int]:
-    from partnerships_orchestrator.demo import seed_demo_data
-    from partnerships_orchestrator.warehouse import create_engine_for, ensure_schema
-
-    engine = create_engine_for(settings.warehouse_url)
-    ensure_schema(engine)
-    return seed_demo_data(engine, reset=reset)
+    return Project(settings).seed(reset=reset)
 
 
 @main.command()

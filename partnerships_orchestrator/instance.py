@@ -139,7 +139,7 @@ def _fingerprint(home: Path, settings: Settings, pools: list[str]) -> str:
     parts = [
         dg.__version__,
         hashlib.sha256((home / "dagster.yaml").read_bytes()).hexdigest(),
-        settings.state_url,
+        hashlib.sha256(settings.state_url.encode()).hexdigest(),  # the URL may hold a password
         ",".join(pools),
         *(str(f.path(home).exists()) for f in STORAGE_FILES),
     ]

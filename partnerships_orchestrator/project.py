@@ -156,6 +156,16 @@ class Project:
 
         return dg.DagsterInstance.from_config(str(self.prepare()))
 
+    def seed(self, *, reset: bool = False) -> dict[str, int]:
+        """Create the partner warehouse schema and seed the demo data (if empty, or ``reset``);
+        returns the rows per table."""
+        from partnerships_orchestrator.demo import seed_demo_data
+        from partnerships_orchestrator.warehouse import create_engine_for, ensure_schema
+
+        engine = create_engine_for(self.settings.warehouse_url)
+        ensure_schema(engine)
+        return seed_demo_data(engine, reset=reset)
+
     # ------------------------------------------------------------------ running
     def execute(
         self,
