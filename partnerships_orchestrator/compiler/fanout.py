@@ -27,7 +27,7 @@ import contextvars
 import random
 import time
 from collections import Counter
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
@@ -251,7 +251,13 @@ def _run_member(
     if isinstance(plan.step, CommunicateStep):
         fresh, failed = _communicate(plan, context, todo, keys, tally)
     else:
-        fresh, failed = _each_item(plan, context, todo, keys, tally)
+        # a webhook posted for an item is kept at once, so a crash does not post it again;
+        # the ledger does that for messages, and the other steps are safe to run again
+        def keep(i: int, scope: Scope) -> None:
+            state.save_item_results(root, step_id, {keys[i]: _kept(plan, scope)})
+
+        at_once = keep if plan.step.type == "webhook" else None
+        fresh, failed = _each_item(plan, context, todo, keys, tally, at_once)
     state.save_item_results(root, step_id, {keys[i]: _kept(plan, s) for i, s in fresh.items()})
     return {**produced, **fresh}, failed
 
@@ -295,8 +301,10 @@ def _each_item(
     todo: Mapping[int, Scope],
     keys: Mapping[int, str],
     tally: _Tally,
+    keep: Callable[[int, Scope], None] | None = None,
 ) -> tuple[dict[int, Scope], dict[int, str]]:
-    """Run the step for each item, :data:`WORKERS` at once, retrying per its policy."""
+    """Run the step for each item, :data:`WORKERS` at once, retrying per its policy (``keep``
+    is told each item's result as soon as it is there)."""
     log = _quiet(context.log)
 
     def one(i: int) -> tuple[int, Scope | None, str | None]:
@@ -306,6 +314,8 @@ def _each_item(
                 scope = run_step(
                     plan, context, todo[i], mapping_key=keys[i], attempt=attempt, log=log
                 )
+                if keep is not None and scope is not None:
+                    keep(i, scope)
                 return i, scope, None
             except dg.Failure as failure:
                 if failure.allow_retries is False or attempt >= plan.policy.max_attempts:

@@ -19,12 +19,14 @@ from sqlalchemy import Connection
 from partnerships_orchestrator.store import codec, tables
 
 PICKLE_PREFIX = b"\x80"  # every pickle protocol >= 2 starts with PROTO
-_DATA_CLASSES = {
-    ("builtins", name)
-    for name in ("dict", "list", "tuple", "set", "frozenset", "str", "int", "float", "bool")
-} | {
-    ("datetime", name) for name in ("date", "datetime", "time", "timedelta", "timezone")
-} | {("decimal", "Decimal"), ("collections", "OrderedDict")}
+_DATA_CLASSES = (
+    {
+        ("builtins", name)
+        for name in ("dict", "list", "tuple", "set", "frozenset", "str", "int", "float", "bool")
+    }
+    | {("datetime", name) for name in ("date", "datetime", "time", "timedelta", "timezone")}
+    | {("decimal", "Decimal"), ("collections", "OrderedDict")}
+)
 
 
 class _DataOnlyUnpickler(pickle.Unpickler):  # nosec B301 # find_class admits plain data types only
@@ -49,9 +51,7 @@ def pickles_to_json(conn: Connection) -> None:
     for row in conn.execute(sa.select(letters.c.id, letters.c.scope)).all():
         if row.scope is not None and bytes(row.scope).startswith(PICKLE_PREFIX):
             converted = _as_json(bytes(row.scope))
-            conn.execute(
-                sa.update(letters).where(letters.c.id == row.id).values(scope=converted)
-            )
+            conn.execute(sa.update(letters).where(letters.c.id == row.id).values(scope=converted))
     for row in conn.execute(sa.select(results.c.id, results.c.result)).all():
         if bytes(row.result).startswith(PICKLE_PREFIX):
             converted = _as_json(bytes(row.result))

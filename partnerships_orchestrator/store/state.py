@@ -403,7 +403,7 @@ class StateStore:
         return found
 
     def save_item_results(self, root_run_id: str, step: str, results: Mapping[str, bytes]) -> None:
-        """Keep what ``step`` gave for these items (one transaction; kept ones stay as they are)."""
+        """Keep what ``step`` gave for these items (one transaction, shared with other threads')."""
         if not results:
             return
         now = _now()
@@ -417,15 +417,9 @@ class StateStore:
             }
             for k, v in results.items()
         ]
-        try:
-            with self._begin() as conn:
-                conn.execute(insert(tables.item_results), rows)
-        except IntegrityError:  # some were kept by an earlier attempt: add the others
-            kept = self.item_results(root_run_id, step, list(results))
-            rest = [r for r in rows if r["item_key"] not in kept]
-            if rest:
-                with self._begin() as conn:
-                    conn.execute(insert(tables.item_results), rest)
+        dialect = postgresql if self.engine.dialect.name == "postgresql" else sqlite
+        statement = dialect.insert(tables.item_results).on_conflict_do_nothing()
+        self._grouped(lambda conn: conn.execute(statement, rows))  # kept ones stay as they are
 
     # ------------------------------------------------------------ sandbox outbox
     def add_to_outbox(

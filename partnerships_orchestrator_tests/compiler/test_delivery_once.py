@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import textwrap
+from collections import Counter
 from pathlib import Path
 
 import dagster as dg
@@ -106,3 +108,31 @@ steps:
             assert result.success  # /meet answers 200 only when both steps wait there together
             both = result.output_for_node("both")["steps"]["both"]["output"]
         assert both == [True, True]
+
+
+def test_reexecuted_fan_out_posts_each_item_once_and_retries_only_the_failed_one(
+    tmp_path, settings, hooks
+):
+    playbook = f"""
+id: announce
+steps:
+  - {{id: numbers, type: evaluate, expression: "range(12) | list"}}
+  - id: post
+    type: webhook
+    depends_on: [numbers]
+    for_each: steps.numbers.output
+    url: "{hooks.url}/hook"
+    json: {{item: "{{{{ item }}}}"}}
+"""
+    hooks.fail_first = 1  # the first call of the run answers 503: that item fails
+    job = _code_location(tmp_path, settings, playbook).get_reconstructable_job("announce")
+    (tmp_path / "dagster").mkdir(exist_ok=True)
+    with dg.instance_for_test(temp_dir=str(tmp_path / "dagster")) as instance:
+        with dg.execute_job(job, instance=instance) as first:
+            assert not first.success
+        options = dg.ReexecutionOptions.from_failure(first.run_id, instance)
+        with dg.execute_job(job, instance=instance, reexecution_options=options) as again:
+            assert again.success
+    posted = Counter(json.loads(call["body"])["item"] for call in hooks.calls)
+    assert sorted(posted) == list(range(12))  # a lone `{{ }}` keeps the value's type
+    assert sorted(posted.values()) == [1] * 11 + [2]  # only the failed item was posted again
