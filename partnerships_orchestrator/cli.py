@@ -648,6 +648,14 @@ def _seed(settings: Settings, reset: bool = False) -> dict[str, int]:
 )
 @click.option("--no-seed", is_flag=True, help="Do not seed the demo warehouse.")
 @click.option(
+    "--postgres",
+    "postgres_url",
+    default=None,
+    metavar="URL",
+    help="One PostgreSQL for Dagster's storage, the product's state and (unless "
+    "PARTNER_WAREHOUSE_URL sets it apart) the warehouse.",
+)
+@click.option(
     "--no-materialize",
     is_flag=True,
     help="Do not materialize the assets on first start (with the seeded demo warehouse).",
@@ -663,6 +671,7 @@ def up(
     tls_cert: str | None,
     tls_key: str | None,
     no_seed: bool,
+    postgres_url: str | None,
     no_materialize: bool,
 ) -> None:
     """Start the product: Dagster webserver + daemon with the playbooks loaded, and the HTTP API.
@@ -676,6 +685,8 @@ def up(
         _fail(
             PartnershipsError("--tls-cert and --tls-key go together", hint="give both or neither")
         )
+    if postgres_url:
+        use_postgres(postgres_url)
     project = _project(ctx)
     settings = project.settings
     try:
@@ -827,6 +838,63 @@ def token_revoke(
     except PartnershipsError as exc:
         _fail(exc)
     errors.print(f"revoked {revoked.id} ({revoked.role} for {', '.join(revoked.teams)})")
+
+
+def use_postgres(url: str) -> None:
+    """`--postgres URL`: Dagster storage and state there, and the warehouse unless set apart."""
+    from partnerships_orchestrator.instance import POSTGRES_ENV
+    from partnerships_orchestrator.settings import DATABASE_ENV
+
+    os.environ[POSTGRES_ENV] = url
+    os.environ[DATABASE_ENV] = url
+    os.environ.setdefault("PARTNER_WAREHOUSE_URL", url)
+
+
+@main.command()
+@common_options
+@click.option(
+    "--name",
+    default=None,
+    help="Worker name, unique per machine (default partnerships-<pid>; @hostname is appended).",
+)
+@click.option(
+    "--concurrency",
+    "-c",
+    type=int,
+    default=None,
+    help="Steps this worker runs at once [default: one per CPU core].",
+)
+@click.pass_context
+def worker(
+    ctx: click.Context,
+    playbooks: str | None,
+    home: str | None,
+    name: str | None,
+    concurrency: int | None,
+) -> None:
+    """Run playbook steps sent by the Celery executor (PARTNERSHIPS_EXECUTOR=celery) until
+    stopped: Dagster's `dagster-celery worker start` with the product's settings."""
+    from urllib.parse import urlsplit
+
+    from partnerships_orchestrator import launcher
+    from partnerships_orchestrator.compiler.executor import celery_config
+    from partnerships_orchestrator.worker import worker_command
+
+    project = _project(ctx)
+    try:
+        dagster_home = project.prepare()
+    except PartnershipsError as exc:
+        _fail(exc)
+    argv, env = worker_command(
+        project.settings,
+        dagster_home,
+        launcher.child_environment(project.settings),
+        name=name,
+        concurrency=concurrency,
+    )
+    broker = urlsplit(celery_config()["broker"])  # host and port only: the URL may hold a password
+    errors.print(f"worker: steps from the broker at {broker.hostname}:{broker.port or 5672}")
+    os.execve(argv[0], argv, env)  # nosec B606 # our own fixed argv; the worker replaces this process
 
 
 if __name__ == "__main__":

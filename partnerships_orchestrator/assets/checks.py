@@ -97,8 +97,8 @@ def run_check(
             bad = int(_scalar(conn, f"SELECT count(*) FROM {t} WHERE {where}", **params) or 0)  # nosec B608 # table and column quoted by _q; accepted values bound
             sample = _values(
                 conn,
-                f"SELECT DISTINCT {c} FROM {t} WHERE {where} LIMIT {SAMPLE + 1}",
-                **params,  # nosec B608 # table and column quoted by _q; accepted values bound
+                f"SELECT DISTINCT {c} FROM {t} WHERE {where} LIMIT {SAMPLE + 1}",  # nosec B608 # table and column quoted by _q; accepted values bound
+                **params,
             )
             return CheckOutcome(
                 bad == 0,

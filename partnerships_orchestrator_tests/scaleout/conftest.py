@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
+import sys
 import time
 import uuid
 from collections.abc import Iterator
@@ -30,7 +31,6 @@ from partnerships_orchestrator.demo import seed_demo_data
 from partnerships_orchestrator.project import Project
 from partnerships_orchestrator.settings import DATABASE_ENV, Settings
 from partnerships_orchestrator.warehouse import create_engine_for, ensure_schema
-from partnerships_orchestrator.worker import worker_command
 from partnerships_orchestrator_tests.emulators.sendgrid import API_KEY, SendGridEmulator
 from partnerships_orchestrator_tests.postgres import create_database
 
@@ -103,13 +103,12 @@ class Stack:
     workers: list[Worker] = field(default_factory=list)
 
     def start_worker(self, name: str) -> Worker:
-        argv, env = worker_command(
-            self.settings, self.settings.dagster_home, self.env, name=name, concurrency=1
-        )
+        argv = [sys.executable, "-m", "partnerships_orchestrator.cli", "worker", "--name", name]
+        argv += ["--concurrency", "1"]  # the product's command, as the README starts it
         log = self.settings.home / f"{name}.log"
         with log.open("wb") as out:
             process = subprocess.Popen(
-                argv, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+                argv, env=self.env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
             )
         worker = Worker(name, process, log)
         self.workers.append(worker)
