@@ -7,6 +7,7 @@ and the rows it has written, check results, and the materialization's numbers.
 
 from __future__ import annotations
 
+import re
 import threading
 import time
 from collections.abc import Sequence
@@ -238,8 +239,7 @@ class _Watcher:
                 )
         elif kind == "STEP_FAILURE" and outcome:
             outcome.status = "failed"
-            error = event.step_failure_data.error
-            outcome.error = error.message.strip().splitlines()[0] if error else "failed"
+            outcome.error = _reason(event.step_failure_data.error)
             self.say(f"[red]{step}[/]: failed: {outcome.error}")
 
 
@@ -266,3 +266,14 @@ def materialize_on_first_start(settings: Settings, say: Any) -> MaterializeSumma
         f"assets: {done} of {len(keys)} materialized in {summary.seconds:.0f} s (run {summary.run_id})"
     )
     return summary
+
+
+def _reason(error: Any) -> str:
+    """The innermost error's first line (Dagster wraps the asset's own error)."""
+    while error is not None and error.cause is not None:
+        error = error.cause
+    if error is None:
+        return "failed"
+    text = error.message.strip()
+    line = text.splitlines()[0] if text else "failed"
+    return re.sub(r"^partnerships_orchestrator\.[\w.]+: ", "", line)  # our errors speak plainly

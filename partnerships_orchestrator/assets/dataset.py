@@ -14,6 +14,8 @@ from dataclasses import dataclass
 
 import sqlalchemy as sa
 
+from partnerships_orchestrator.errors import StepError
+
 
 @dataclass(frozen=True)
 class DatasetResult:
@@ -27,8 +29,22 @@ def _quote(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
 
-def build_table(engine: sa.Engine, table: str, sql: str) -> DatasetResult:
-    """Replace ``table`` with the result of ``sql`` (see the module docstring)."""
+def build_table(engine: sa.Engine, table: str, sql: str, label: str = "") -> DatasetResult:
+    """Replace ``table`` with the result of ``sql`` (see the module docstring); a query the
+    database refuses is a :class:`StepError` naming the dataset and the database's reason."""
+    try:
+        return _build(engine, table, sql)
+    except engine.dialect.loaded_dbapi.Error as exc:
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise StepError(
+            f"dataset `{label or table}`: the warehouse refused its SQL: {reason}",
+            hint="the previous table is unchanged; check that the tables it reads exist "
+            "(materialize its upstream assets first) and that the SQL runs on "
+            f"{engine.dialect.name}",
+        ) from None
+
+
+def _build(engine: sa.Engine, table: str, sql: str) -> DatasetResult:
     started = time.monotonic()
     building = f"{table}__building_{uuid.uuid4().hex[:8]}"
     statements = [

@@ -300,7 +300,7 @@ def dataset_assets(dataset: Dataset) -> AssetBundle:
         from partnerships_orchestrator.assets.dataset import build_table
 
         engine = context.resources.partnerships.warehouse()
-        built = build_table(engine, table, dataset.sql)
+        built = build_table(engine, table, dataset.sql, dataset.id)
         context.log.info(f"{dataset.id}: {built.rows:,} rows into `{table}`")
         results = []
         for name, check in zip(names, dataset.checks, strict=True):

@@ -240,7 +240,12 @@ def test_failed_rebuild_keeps_the_previous_table_whole(
     assert materialize(good).success
     before = scalar(warehouse, "select count(*) from gold_partners")
     broken = good.replace("select id, name", "select id, name, 1 / 0 as boom, missing_column")
-    assert not materialize(broken).success
+    failed = materialize(broken)
+    assert not failed.success
+    (failure,) = [e for e in failed.all_events if e.event_type_value == "STEP_FAILURE"]
+    message = failure.step_failure_data.error.to_string()
+    assert "dataset `gold_partners`: the warehouse refused its SQL" in message
+    assert "the previous table is unchanged" in message
     assert scalar(warehouse, "select count(*) from gold_partners") == before
     leftovers = [t for t in sa.inspect(warehouse).get_table_names() if "__building_" in t]
     assert leftovers == []

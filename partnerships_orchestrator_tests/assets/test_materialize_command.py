@@ -52,6 +52,15 @@ def test_materialize_shows_progress_and_a_summary(folder: list[str]) -> None:
     assert json.loads(full.output)["assets"]["crm_companies"]["records_seen"] >= 300
 
 
+def test_materialize_reports_why_an_asset_failed(folder: list[str]) -> None:
+    result = CliRunner().invoke(main, ["materialize", "tiers", *folder])  # crm never synced
+    assert result.exit_code == 1
+    assert "tiers: failed: dataset `tiers`: the warehouse refused its SQL" in (
+        result.output.replace("\n", " ")
+    )
+    assert "no such table: crm_companies" in result.output
+
+
 def test_materialize_names_unknown_assets_with_a_suggestion(folder: list[str]) -> None:
     result = CliRunner().invoke(main, ["materialize", "crm_company", *folder])
     assert result.exit_code == 2
@@ -65,3 +74,16 @@ def test_list_shows_the_assets_of_each_document(folder: list[str]) -> None:
     rows = {d["id"]: d for d in json.loads(result.output)["documents"]}
     assert (rows["crm"]["kind"], rows["crm"]["assets"]) == ("sync", ["crm_companies"])
     assert (rows["tiers"]["kind"], rows["tiers"]["assets"]) == ("dataset", ["tiers"])
+
+
+def test_first_start_materializes_every_asset_once(folder: list[str]) -> None:
+    from partnerships_orchestrator.materialize import materialize_on_first_start
+    from partnerships_orchestrator.settings import load_settings
+
+    settings = load_settings(folder[1], folder[3])
+    said: list[str] = []
+    first = materialize_on_first_start(settings, said.append)
+    assert first is not None and first.success
+    assert set(first.assets) == {"crm_companies", "tiers"}
+    assert said[-1].startswith("assets: 2 of 2 materialized")
+    assert materialize_on_first_start(settings, said.append) is None  # not on later starts
