@@ -23,6 +23,8 @@ from partnerships_orchestrator.spec.validate import asset_upstreams
 SYNC_GROUP = "crm"
 DATASET_GROUP = "datasets"
 WAREHOUSE_GROUP = "warehouse"
+AUTOMATION_SENSOR = "partnerships_automation"
+AUTOMATION_INTERVAL = 30  # seconds between evaluations by the daemon
 REPORT_RETRIES = 2
 REPORT_RETRY_DELAY = 1.0  # seconds
 PREVIEW_ROWS = 10
@@ -41,15 +43,21 @@ class AssetBundle:
     assets: list[Any] = field(default_factory=list)  # AssetsDefinition or AssetSpec
     jobs: list[Any] = field(default_factory=list)
     schedules: list[dg.ScheduleDefinition] = field(default_factory=list)
+    sensors: list[dg.SensorDefinition] = field(default_factory=list)
 
     def add(self, other: "AssetBundle") -> None:
         self.assets += other.assets
         self.jobs += other.jobs
         self.schedules += other.schedules
+        self.sensors += other.sensors
 
     def definitions(self, resources: Mapping[str, Any]) -> dg.Definitions:
         return dg.Definitions(
-            assets=self.assets, jobs=self.jobs, schedules=self.schedules, resources=resources
+            assets=self.assets,
+            jobs=self.jobs,
+            schedules=self.schedules,
+            sensors=self.sensors,
+            resources=resources,
         )
 
 
@@ -527,7 +535,28 @@ def asset_bundle(documents: Sequence[Any], resources: Mapping[str, Any]) -> Asse
             bundle.add(report_assets(doc, metric_sets))
     if any(isinstance(doc, Dataset | Metrics | Report) for doc in documents):
         bundle.assets += warehouse_specs(documents, own)
+    followers = [
+        naming.asset_key(doc.id)
+        for doc in documents
+        if isinstance(doc, Dataset | Metrics | Report) and doc.schedule is None
+    ]
+    if followers:
+        bundle.sensors.append(automation_sensor(followers))
     return bundle
+
+
+def automation_sensor(keys: Sequence[dg.AssetKey]) -> dg.SensorDefinition:
+    """The daemon's evaluation of the assets that follow their upstreams. Dagster's own default
+    automation sensor starts stopped; this one runs from the start, so a dataset refreshes after
+    its sync without anyone switching automation on."""
+    return dg.AutomationConditionSensorDefinition(
+        AUTOMATION_SENSOR,
+        target=dg.AssetSelection.assets(*keys),
+        default_status=dg.DefaultSensorStatus.RUNNING,
+        minimum_interval_seconds=AUTOMATION_INTERVAL,
+        description="Materializes datasets, metrics and reports without a schedule after "
+        "their upstream assets update (AutomationCondition.eager).",
+    )
 
 
 def own_asset_names(documents: Sequence[Any]) -> set[str]:

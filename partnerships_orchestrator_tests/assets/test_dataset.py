@@ -153,6 +153,11 @@ def test_dataset_materializes_with_lineage_metadata_and_passing_checks(
     condition = node.automation_condition
     assert condition is not None and "eager" in condition.get_label()
     assert not any(s.name.startswith("top_tier") for s in repo.schedule_defs)
+    sensor = repo.get_sensor_def("partnerships_automation")  # runs without being switched on
+    assert sensor.default_status == dg.DefaultSensorStatus.RUNNING
+    targeted = sensor.asset_selection.resolve(repo.asset_graph)  # type: ignore[union-attr]
+    assert targeted == {dg.AssetKey("partners_by_tier"), dg.AssetKey("top_tier")}
+    assert "default_automation_condition_sensor" not in {s.name for s in repo.sensor_defs}
 
 
 def test_dataset_with_a_schedule_gets_a_job_and_no_automation(materialize: Materialize) -> None:
