@@ -3,9 +3,11 @@ catalog by the same loader and validator as the CLI, reloaded when either source
 
 from __future__ import annotations
 
+import math
 import re
 import tempfile
 import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,6 +22,7 @@ from partnerships_orchestrator.spec.validate import DocumentModel
 from partnerships_orchestrator.store.playbook_store import FORMATS, PlaybookStore
 
 REQUEST_FILE = "<request body>"
+CHECK_EVERY = 1.0  # seconds between looks for changed files and store playbooks
 
 
 @dataclass(frozen=True)
@@ -42,6 +45,7 @@ class PlaybookCatalog:
         self._lock = threading.Lock()
         self._fingerprint: object = None
         self._entries: dict[str, Entry] = {}
+        self._checked_at = -math.inf
 
     def _current_fingerprint(self) -> object:
         files = []
@@ -53,8 +57,16 @@ class PlaybookCatalog:
             files.append((str(path), stat.st_mtime_ns, stat.st_size))
         return (self.store.version(), tuple(files))
 
+    def invalidate(self) -> None:
+        """Read both sources again on the next call (after a change made here)."""
+        self._checked_at = -math.inf
+
     def refresh(self) -> None:
+        now = time.monotonic()
+        if now - self._checked_at < CHECK_EVERY:
+            return
         fingerprint = self._current_fingerprint()
+        self._checked_at = now
         with self._lock:
             if fingerprint == self._fingerprint:
                 return

@@ -79,8 +79,17 @@ def test_retry_after_fixing_the_cause_runs_only_the_failed_step_and_sends_nothin
     assert first == {"partners": "SUCCESS", "greet": "SUCCESS", "check": "FAILURE"}
     assert any("api_fix_me" in line["message"] for line in failed["logs"])
     assert len(failed["messages_sent"]) == 2
+    [letter] = failed["dead_letters"]
+    assert letter["step"] == "check" and "api_fix_me" in letter["error"]
+    listed = operator.get("/dead-letters", params={"execution": run_id}).json()["items"]
+    assert [d["id"] for d in listed] == [letter["id"]]
+    assert operator.post(f"/dead-letters/{letter['id']}/redrive").status_code == 409  # still broken
     with sqlite3.connect(stack.home / "warehouse.db") as db:  # fix the cause
         db.execute("create table if not exists api_fix_me (id integer)")
+    redriven = operator.post(f"/dead-letters/{letter['id']}/redrive")
+    assert redriven.status_code == 200, redriven.text
+    assert redriven.json()["output"]["rows"] == [{"n": 0}]
+    assert operator.get(f"/dead-letters/{letter['id']}").json()["status"] == "redriven"
 
     retried = operator.post(f"/executions/{run_id}/retry")
     assert retried.status_code == 202, retried.text

@@ -17,7 +17,7 @@ from schemathesis.specs.openapi.checks import (
 
 from partnerships_orchestrator_tests.api.conftest import Stack
 
-MAX_EXAMPLES = 8
+MAX_EXAMPLES = 5
 CHECKS = [
     not_a_server_error,
     status_code_conformance,

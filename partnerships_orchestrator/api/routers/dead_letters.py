@@ -10,7 +10,6 @@ from partnerships_orchestrator.api.auth import role
 from partnerships_orchestrator.api.context import ApiContext, context
 from partnerships_orchestrator.api.problems import Problem, responses
 from partnerships_orchestrator.api.schemas import DeadLetter, Page, Redriven
-from partnerships_orchestrator.project import Project
 from partnerships_orchestrator.store.tokens import Token
 
 router = APIRouter(prefix="/dead-letters", tags=["dead letters"])
@@ -64,14 +63,14 @@ def get_dead_letter(ctx: Ctx, token: Viewer, letter_id: LetterId) -> dict[str, A
     responses=responses(401, 403, 404, 409, 422, 429),
 )
 def redrive_dead_letter(
-    request: Request, ctx: Ctx, token: Operator, letter_id: int
+    request: Request, ctx: Ctx, token: Operator, letter_id: LetterId
 ) -> dict[str, Any]:
     """Run the dead letter's step again with the scope it failed with (messages already
     delivered are not sent again)."""
     letter = _visible_letter(ctx, token, letter_id)
     request.state.playbook = letter["playbook"]
     request.state.execution = letter["run_id"] or None
-    done = Project(ctx.settings).redrive(letter_id)
+    done = ctx.project.redrive(letter_id)
     return {
         "id": done.letter_id,
         "playbook": done.playbook,

@@ -162,7 +162,8 @@ def get_execution(
         }
         for s in ctx.instance.get_run_step_stats(run_id)
     ]
-    events = ctx.instance.all_logs(run_id)[-logs:] if logs else []
+    newest = ctx.instance.get_records_for_run(run_id, limit=logs, ascending=False) if logs else None
+    events = [record.event_log_entry for record in reversed(newest.records)] if newest else []
     lines = [_log_line(event) for event in events]
     root = run.root_run_id or run.run_id
     sent = [

@@ -177,6 +177,7 @@ def _refuse_file_backed(ctx: ApiContext, playbook_id: str, verb: str) -> None:
 
 def _saved(ctx: ApiContext, request: Request, playbook_id: str) -> None:
     request.state.playbook = playbook_id
+    ctx.catalog.invalidate()
     ctx.webserver.reload() if ctx.webserver.url else None
 
 
