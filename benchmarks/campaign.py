@@ -9,7 +9,8 @@ process and limited server-side to R requests per 1 s (so a request over the cei
 429), and the client's ``rate_limit`` set to R (burst 1):
 
 * connector alone: ``SendGridEmail.send`` once per recipient, 8 threads sharing one resource
-  (one connection, one limiter): what the connector can do (as in ``connectors.py``);
+  (one connection, one limiter), the same personalised messages: what the connector can do (as
+  in ``connectors.py``);
 * playbook, one message each: a playbook ``evaluate`` (N items) -> ``communicate`` with
   ``for_each`` (subject and body personalised per item, so every message is its own request) ->
   a ``collect: true`` step, compiled by ``build_job`` and run with ``execute_in_process`` on an
@@ -36,7 +37,7 @@ import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -102,7 +103,12 @@ class Row:
 def connector_alone(recipients: int, rate: int) -> Row:
     emulator = sg_emu.SendGridEmulator()
     tap, server = start(emulator, "/v3/mail/send")
-    messages = email_messages(recipients)
+    # the same messages the playbook sends: subject and body personalised, one request each
+    messages = [
+        replace(m, subject=f"Partner summit: your seat, partner {i}",
+                body=f"Dear partner {i},\n\nyour seat at the **partner summit** is reserved.")
+        for i, m in enumerate(email_messages(recipients))
+    ]
     with server:
         emulator.configure(limit=rate, window=1.0)
         email = sendgrid(emulator, rate)
@@ -145,7 +151,7 @@ def playbook_run(recipients: int, rate: int, content: tuple[str, str], name: str
         "from": "partners@example.org",
         "base_url": "",
         "rate_limit": {"requests": rate, "per_seconds": 1, "burst": 1},
-        "timeout_seconds": 10.0,
+        "timeout_seconds": 30.0,
         "backoff_seconds": 0.05,
         "backoff_max_seconds": 1.0,
     }})

@@ -80,14 +80,14 @@ class DispatchRun:
     playbook: str
 
 
-SECONDS_IN_FLIGHT = 0.05  # a request's round trip plus its two ledger commits, with room
+SECONDS_IN_FLIGHT = 0.08  # a request's round trip plus its two ledger commits, with room
 MAX_IN_FLIGHT = 32
 DEFAULT_IN_FLIGHT = 8  # a provider without a rate limit (the sandbox outbox)
 
 
 def in_flight(provider: ChannelProvider) -> int:
     """How many requests to have in flight to keep the connection's rate (and no more, since
-    each one in flight when a process dies is an unknown outcome): 1 at 10/s, 5 at 100/s,
+    each one in flight when a process dies is an unknown outcome): 1 at 10/s, 8 at 100/s,
     32 (the most) at 1,000/s."""
     limit = getattr(provider, "rate_limit", None)
     rate = getattr(limit, "rate", None)
