@@ -35,10 +35,11 @@ lint: setup
 	$(BIN)/mypy partnerships_orchestrator
 	$(BIN)/bandit -q -r partnerships_orchestrator  # each remaining finding is marked on its line with its reason
 
-bench: setup
+bench: setup services
 	$(BIN)/python benchmarks/compile.py
 	$(BIN)/python benchmarks/run_overhead.py
 	$(BIN)/python benchmarks/connectors.py
+	$(BIN)/python benchmarks/scale_out.py
 
 clean:
 	rm -rf .partnerships
