@@ -134,6 +134,13 @@ def processes_with(marker: str) -> list[int]:
     return found
 
 
+def _command_line(pid: int) -> str:
+    try:
+        return (Path("/proc") / str(pid) / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+    except OSError:
+        return f"{pid} (gone)"
+
+
 @dataclass
 class Product:
     process: subprocess.Popen[bytes]
@@ -360,7 +367,7 @@ def test_ctrl_c_stops_every_process_within_ten_seconds(product):
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline and processes_with(marker):
         time.sleep(0.2)
-    assert processes_with(marker) == []
+    assert [_command_line(pid) for pid in processes_with(marker)] == []
     assert product.process.wait(timeout=1) == 0
 
 
