@@ -207,14 +207,21 @@ def resume_run(
     step_keys, known_state = KnownExecutionState.build_resume_retry_reexecution(
         instance=instance, parent_run=parent
     )
-    plan = create_execution_plan(
-        InMemoryJob(job),
-        run_config=parent.run_config,
-        step_keys_to_execute=step_keys,
-        known_state=known_state,
-        tags=parent.tags,
-        instance_ref=instance.get_ref(),
-    )
+    try:
+        plan = create_execution_plan(
+            InMemoryJob(job),
+            run_config=parent.run_config,
+            step_keys_to_execute=step_keys,
+            known_state=known_state,
+            tags=parent.tags,
+            instance_ref=instance.get_ref(),
+        )
+    except (dg.DagsterInvalidConfigError, dg.DagsterInvariantViolationError) as exc:
+        raise PartnershipsError(
+            f"run {run_id} cannot be resumed with `{playbook_id}` as it is defined now: "
+            f"{' '.join(str(exc).split())[:500]}",
+            hint=f"its inputs or steps changed since; `partnerships run {playbook_id}` starts anew",
+        ) from exc
     root = parent.root_run_id or parent.run_id
     inherited = {k: v for k, v in parent.tags.items() if k not in (PID_TAG, HOST_TAG)}
     run = instance.create_run_for_job(

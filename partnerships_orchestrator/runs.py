@@ -62,6 +62,11 @@ def _time(stamp: float | None) -> datetime | None:
     return datetime.fromtimestamp(stamp, UTC) if stamp else None
 
 
+def _utc(stamp: datetime) -> datetime:
+    """Dagster's storage keeps UTC, without a zone on SQLite."""
+    return stamp.replace(tzinfo=UTC) if stamp.tzinfo is None else stamp.astimezone(UTC)
+
+
 def _via(tags: dict[str, str]) -> str:
     """How the run was started: cli, resume, schedule, sensor, webhook, ui..."""
     trigger = tags.get(naming.TRIGGER_TAG)
@@ -86,7 +91,7 @@ def run_info(record: RunRecord) -> RunInfo:
         playbook=tags.get(naming.PLAYBOOK_TAG),
         job=run.job_name,
         status=run.status.value,
-        created_at=record.create_timestamp.astimezone(UTC),
+        created_at=_utc(record.create_timestamp),
         started_at=_time(record.start_time),
         ended_at=_time(record.end_time),
         root_run_id=run.root_run_id or run.run_id,
