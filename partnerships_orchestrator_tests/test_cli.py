@@ -212,3 +212,56 @@ def test_a_dead_letter_is_redriven_without_sending_twice(project):
     assert json.loads(out)[0]["status"] == "redriven"
     code, out = invoke("dead-letters", "redrive", str(letter["id"]))
     assert code == 2 and "redriven already" in out
+
+
+FAILS_UNTIL_FIXED = """
+id: cli-resume
+steps:
+  - id: partners
+    type: query
+    sql: "select id, name, contact_email from partners order by id limit 2"
+  - id: hello
+    type: communicate
+    depends_on: [partners]
+    for_each: steps.partners.rows
+    channel: email
+    to: "{{ item.contact_email }}"
+    subject: "Hi {{ item.name }}"
+    body: "Hello"
+  - id: check
+    type: query
+    depends_on: [hello]
+    collect: true
+    sql: "select count(*) as n from fixme"
+    on_error: {action: retry, max_attempts: 1}
+"""
+
+
+def test_a_failed_run_says_why_and_is_resumed_without_sending_twice(project):
+    import re
+    import sqlite3
+
+    (project / "playbooks" / "cli-resume.yaml").write_text(FAILS_UNTIL_FIXED)
+    code, out = invoke("run", "cli-resume")
+    assert code == 1
+    flat = " ".join(out.split())
+    assert "error: check:" in flat and "no such table: fixme" in flat
+    [run_id] = re.findall(r"resume: `partnerships resume ([0-9a-f-]{36})`", flat)
+    code, out = invoke("runs", "--json")
+    assert [(r["run_id"], r["status"]) for r in json.loads(out)] == [(run_id, "FAILURE")]
+    # the playbook changed in a way the failed run's inputs no longer fit: refused, with why
+    (project / "playbooks" / "cli-resume.yaml").write_text(
+        FAILS_UNTIL_FIXED.replace("steps:", "inputs:\n  must: {type: string}\nsteps:", 1)
+    )
+    code, out = invoke("resume", run_id)
+    assert code == 2 and f"run {run_id} cannot be resumed" in " ".join(out.split())
+    (project / "playbooks" / "cli-resume.yaml").write_text(FAILS_UNTIL_FIXED)
+    with sqlite3.connect(project / "home" / "warehouse.db") as conn:
+        conn.execute("create table fixme (x integer)")
+    code, out = invoke("resume", run_id, "--json")
+    assert code == 0, out
+    summary = json.loads(out[out.index("{") :])
+    assert summary["success"] and summary["parent_run_id"] == run_id
+    assert summary["steps"] == {"check": "succeeded"}  # only what failed ran again
+    code, out = invoke("outbox", "--json")
+    assert len(json.loads(out[out.index("[") :])) == 2  # nothing sent twice
