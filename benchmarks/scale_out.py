@@ -21,6 +21,12 @@ RabbitMQ (Debian's ``rabbitmq-server``) and PostgreSQL (the machine's server bin
 started by the script on free loopback ports, as the tests do, and stopped at the end.
 Reported: wall time of the run, Dagster steps per second, items per second, and seconds of
 overhead per step: (wall - in-process wall) / steps, i.e. what the executor adds to each step.
+
+Then a vendor's ceiling across workers: ``2 x --messages`` personal e-mails (one request each)
+in two independent fan-outs on one SendGrid connection (``rate_limit`` ``--ceiling``/s, the
+SendGrid emulator allowing as many and answering 429 past it), on two Celery workers, with the
+``email`` concurrency pool at 8 steps (both fan-outs at once) and at 1: accepted requests per
+second over the ceiling, 429s, duplicates. ``--modes ""`` runs only this part.
 The machine is shared: figures are noisy, compare ratios within one run.
 """
 
@@ -69,7 +75,7 @@ def playbook(items: int, fanouts: int) -> str:
 # ---------------------------------------------------------------- one mode, in its own process
 
 
-def run_one(executor: str) -> dict[str, Any]:
+def run_one(executor: str, playbook_id: str = "scale-out-bench") -> dict[str, Any]:
     """Execute the benchmark job once with ``executor``; called in a fresh process."""
     import dagster as dg
     from dagster._core.definitions.reconstruct import ReconstructableRepository
@@ -83,7 +89,7 @@ def run_one(executor: str) -> dict[str, Any]:
     repository = ReconstructableRepository.for_module(
         "partnerships_orchestrator.definitions", "defs", working_directory=str(REPO_ROOT)
     )
-    job = repository.get_reconstructable_job(naming.job_name("scale-out-bench"))
+    job = repository.get_reconstructable_job(naming.job_name(playbook_id))
     started = time.perf_counter()
     result = dg.execute_job(job, instance=instance, raise_on_error=False)
     wall = time.perf_counter() - started
@@ -138,12 +144,14 @@ def stop_workers(workers: list[subprocess.Popen[bytes]]) -> None:
             worker.wait()
 
 
-def measure(mode: str, env: dict[str, str], logs: Path) -> dict[str, Any]:
+def measure(
+    mode: str, env: dict[str, str], logs: Path, playbook_id: str = "scale-out-bench"
+) -> dict[str, Any]:
     workers = start_workers(int(mode.split("-")[1]), env, logs) if mode.startswith("celery") else []
     executor = "celery" if workers else mode
     try:
         out = subprocess.run(
-            [sys.executable, __file__, "--one", executor],
+            [sys.executable, __file__, "--one", executor, "--playbook", playbook_id],
             env=env,
             check=True,
             capture_output=True,
@@ -160,16 +168,21 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--items", type=int, default=1000)
     parser.add_argument("--fanouts", type=int, default=10)
+    parser.add_argument("--modes", default=",".join(MODES), help="executors to compare")
+    parser.add_argument("--ceiling", type=int, default=20, help="e-mails/s the vendor allows")
+    parser.add_argument("--messages", type=int, default=100, help="e-mails per fan-out (2 fan-outs)")
     parser.add_argument("--one", choices=("in_process", "multiprocess", "celery"), help=argparse.SUPPRESS)
+    parser.add_argument("--playbook", default="scale-out-bench", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.one:
-        print(json.dumps(run_one(args.one)))
+        print(json.dumps(run_one(args.one, args.playbook)))
         return 0
 
     from partnerships_orchestrator.demo import seed_demo_data
     from partnerships_orchestrator.instance import dagster_postgres_url
     from partnerships_orchestrator.project import Project
     from partnerships_orchestrator.warehouse import create_engine_for, ensure_schema
+    from partnerships_orchestrator_tests.emulators.sendgrid import SendGridEmulator
     from partnerships_orchestrator_tests.postgres import create_database, start_postgres
     from partnerships_orchestrator_tests.rabbitmq import start_rabbitmq
 
@@ -177,11 +190,17 @@ def main() -> int:
     root = Path(tempfile.mkdtemp(prefix="po-scale-out-"))
     pg_url, stop_pg = start_postgres(root)
     mq_url, stop_mq = start_rabbitmq()
+    sendgrid = SendGridEmulator()
+    sendgrid_server = sendgrid.serve()
     try:
         database = create_database(pg_url, f"bench_{uuid.uuid4().hex[:8]}")
         (root / "playbooks").mkdir()
         (root / "templates").mkdir()
         (root / "playbooks" / "bench.yaml").write_text(playbook(args.items, args.fanouts))
+        (root / "playbooks" / "vendor.yaml").write_text(vendor_playbook(args.messages))
+        (root / "playbooks" / "connections.yaml").write_text(
+            CONNECTIONS.format(url=sendgrid.base_url, ceiling=args.ceiling)
+        )
         env = {
             **os.environ,
             "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")])),
@@ -193,27 +212,110 @@ def main() -> int:
             "PARTNERSHIPS_DATABASE_URL": database,
             "PARTNER_WAREHOUSE_URL": database,
             "PARTNERSHIPS_CELERY_BROKER": mq_url,
+            "SENDGRID_API_KEY": SENDGRID_KEY,
         }
         os.environ.update(env)
         Project.open().prepare()
         engine = create_engine_for(database)
         ensure_schema(engine)
-        seed_demo_data(engine, partners=args.items)
+        seed_demo_data(engine, partners=max(args.items, 2 * args.messages))
         engine.dispose()
 
         results: dict[str, dict[str, Any]] = {}
-        for mode in MODES:
+        for mode in [m for m in args.modes.split(",") if m]:
             results[mode] = measure(mode, env, root)
             print(f"{mode}: {results[mode]}", file=sys.stderr, flush=True)
+        vendor = {
+            pools: vendor_ceiling(sendgrid, args.ceiling, pools, env, root) for pools in (8, 1)
+        }
     finally:
+        sendgrid_server.stop()
         stop_mq()
         stop_pg()
     print_table(results, args.items)
+    print_vendor_table(vendor, args.ceiling, 2 * args.messages)
     print(f"\nload average at end: {os.getloadavg()[0]:.1f}")
-    return 0 if all(r["success"] for r in results.values()) else 1
+    runs = [*results.values(), *vendor.values()]
+    return 0 if all(r["success"] for r in runs) else 1
+
+
+# ---------------------------------------------------------------- a vendor's ceiling, 2 workers
+
+SENDGRID_KEY = "SG.emulator-key.s3cr3t-sendgrid-value"  # the emulator's fake key
+CONNECTIONS = """
+kind: connections
+id: default
+connections:
+  email:
+    provider: sendgrid
+    api_key: "${{env:SENDGRID_API_KEY}}"
+    from: partners@example.org
+    base_url: {url}
+    rate_limit: {{requests: {ceiling}, per_seconds: 1}}
+"""
+
+
+def vendor_playbook(messages: int) -> str:
+    """Two independent fan-outs of personal e-mails (one request each) on one connection."""
+    lines = [
+        "id: scale-out-vendor",
+        "steps:",
+        "  - id: partners",
+        "    type: query",
+        f'    sql: "select id, name, contact_email as email from partners order by id limit {2 * messages}"',
+    ]
+    for n in range(2):
+        lines += [
+            f"  - id: send_{n}",
+            "    type: communicate",
+            "    depends_on: [partners]",
+            f"    for_each: steps.partners.rows[{n * messages}:{(n + 1) * messages}]",
+            "    channel: email",
+            '    to: "{{ item.email }}"',
+            '    subject: "Hello {{ item.name }}"',
+            '    body: "Dear {{ item.name }}, this one is yours."',
+        ]
+    return "\n".join(lines) + "\n"
+
+
+def vendor_ceiling(
+    sendgrid: Any, ceiling: int, pool: int, env: dict[str, str], logs: Path
+) -> dict[str, Any]:
+    """The vendor playbook on 2 Celery workers with the `email` pool at ``pool`` steps."""
+    from partnerships_orchestrator.project import Project
+
+    sendgrid.reset()
+    sendgrid.configure(limit=ceiling, window=1.0)
+    with Project.open().instance as instance:
+        instance.event_log_storage.set_concurrency_slots("email", pool)
+    run = measure("celery-2", env, logs, "scale-out-vendor")
+    sent = [r.at for r in sendgrid.requests("/v3/mail/send")]
+    accepted = sendgrid.state.accepted_requests
+    span = (max(sent) - min(sent)) if len(sent) > 1 else float("nan")
+    per_second = (accepted - 1) / span if span else float("nan")
+    return {
+        **run,
+        "delivered": len(sendgrid.state.delivered),
+        "duplicates": len(sendgrid.state.delivered) - len(sendgrid.delivered_counts()),
+        "429s": len(sent) - accepted,
+        "of_ceiling": per_second / ceiling,
+    }
+
+
+def print_vendor_table(vendor: dict[int, dict[str, Any]], ceiling: int, messages: int) -> None:
+    print(f"\n{messages} personal e-mails in 2 fan-outs, 2 Celery workers, vendor ceiling {ceiling}/s\n")
+    print("| `email` pool | wall s | delivered | duplicates | 429s | x ceiling |")
+    print("|---:|---:|---:|---:|---:|---:|")
+    for pool, r in vendor.items():
+        print(
+            f"| {pool} | {r['wall']:.1f} | {r['delivered']} | {r['duplicates']} | {r['429s']} "
+            f"| {r['of_ceiling']:.2f} |"
+        )
 
 
 def print_table(results: dict[str, dict[str, Any]], items: int) -> None:
+    if "in_process" not in results:
+        return
     base = results["in_process"]["wall"]
     print(f"\n{items} items, {results['in_process']['steps']} Dagster steps per run\n")
     print("| executor | wall s | x in-process | steps/s | items/s | overhead s/step |")
