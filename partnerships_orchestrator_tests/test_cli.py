@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -265,3 +266,27 @@ def test_a_failed_run_says_why_and_is_resumed_without_sending_twice(project):
     assert summary["steps"] == {"check": "succeeded"}  # only what failed ran again
     code, out = invoke("outbox", "--json")
     assert len(json.loads(out[out.index("[") :])) == 2  # nothing sent twice
+
+
+def test_up_postgres_puts_storage_state_and_warehouse_in_that_database(monkeypatch):
+    from partnerships_orchestrator.cli import use_postgres
+
+    for name in ("DAGSTER_POSTGRES_URL", "PARTNERSHIPS_DATABASE_URL", "PARTNER_WAREHOUSE_URL"):
+        monkeypatch.delenv(name, raising=False)
+    use_postgres("postgresql://po@db.test/po")
+
+    assert os.environ["DAGSTER_POSTGRES_URL"] == "postgresql://po@db.test/po"
+    assert os.environ["PARTNERSHIPS_DATABASE_URL"] == "postgresql://po@db.test/po"
+    assert os.environ["PARTNER_WAREHOUSE_URL"] == "postgresql://po@db.test/po"
+
+
+def test_up_postgres_keeps_a_warehouse_set_apart(monkeypatch):
+    from partnerships_orchestrator.cli import use_postgres
+
+    monkeypatch.setenv("PARTNER_WAREHOUSE_URL", "postgresql://po@warehouse.test/dw")
+    monkeypatch.delenv("DAGSTER_POSTGRES_URL", raising=False)
+    monkeypatch.delenv("PARTNERSHIPS_DATABASE_URL", raising=False)
+    use_postgres("postgresql://po@db.test/po")
+
+    assert os.environ["PARTNER_WAREHOUSE_URL"] == "postgresql://po@warehouse.test/dw"
+    assert os.environ["PARTNERSHIPS_DATABASE_URL"] == "postgresql://po@db.test/po"
