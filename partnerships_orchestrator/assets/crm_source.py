@@ -120,10 +120,11 @@ class SalesforceSource:
         self, obj: CrmObject, properties: list[str], since: Cursor | None
     ) -> Iterator[Change]:
         start = since.since() if since else EPOCH
-        after = since.last_id if since else None
+        # resume at the cursor's whole second, not after its last Id: records of one second
+        # need not arrive in Id order, and those read again are upserted again (same rows)
         fields = [p for p in properties if p not in ("Id", "IsDeleted")]
         for record in self.crm.iter_modified_since(
-            obj.vendor_name, start, fields, after_id=after, include_deleted=True
+            obj.vendor_name, start, fields, include_deleted=True
         ):
             modified = to_utc_naive(record.get("SystemModstamp"))
             yield Change(
