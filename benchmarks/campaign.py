@@ -39,7 +39,6 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
 
 BENCH_DIR = Path(__file__).resolve().parent
 sys.path.insert(0, str(BENCH_DIR.parent))  # partnerships_orchestrator_tests is not installed
@@ -76,10 +75,14 @@ steps:
     collect: true
     expression: "steps.invite.output | length"
 """
-PERSONAL = ("\"Partner summit: your seat, partner {{ item }}\"",
-            "\"Dear partner {{ item }},\\n\\nyour seat at the **partner summit** is reserved.\"")
-SHARED = ("\"Partner summit: your seat\"",
-          "\"Dear partner,\\n\\nyour seat at the **partner summit** is reserved.\"")
+PERSONAL = (
+    '"Partner summit: your seat, partner {{ item }}"',
+    '"Dear partner {{ item }},\\n\\nyour seat at the **partner summit** is reserved."',
+)
+SHARED = (
+    '"Partner summit: your seat"',
+    '"Dear partner,\\n\\nyour seat at the **partner summit** is reserved."',
+)
 
 
 @dataclass
@@ -105,8 +108,11 @@ def connector_alone(recipients: int, rate: int) -> Row:
     tap, server = start(emulator, "/v3/mail/send")
     # the same messages the playbook sends: subject and body personalised, one request each
     messages = [
-        replace(m, subject=f"Partner summit: your seat, partner {i}",
-                body=f"Dear partner {i},\n\nyour seat at the **partner summit** is reserved.")
+        replace(
+            m,
+            subject=f"Partner summit: your seat, partner {i}",
+            body=f"Dear partner {i},\n\nyour seat at the **partner summit** is reserved.",
+        )
         for i, m in enumerate(email_messages(recipients))
     ]
     with server:
@@ -116,12 +122,23 @@ def connector_alone(recipients: int, rate: int) -> Row:
         cpu = time.process_time()
         outcomes, seconds = timed_pool(email.send, messages, 8)
         cpu = time.process_time() - cpu
-        verified, problems = once_each(emulator.delivered_counts(), [m.to for m in messages],
-                                       "recipients")
+        verified, problems = once_each(
+            emulator.delivered_counts(), [m.to for m in messages], "recipients"
+        )
         email.close()
     statuses = tap.statuses()
-    return Row("connector alone: send, 8 threads", recipients, sum(statuses.values()),
-               statuses.get(429, 0), seconds, rate, True, verified, problems, cpu)
+    return Row(
+        "connector alone: send, 8 threads",
+        recipients,
+        sum(statuses.values()),
+        statuses.get(429, 0),
+        seconds,
+        rate,
+        True,
+        verified,
+        problems,
+        cpu,
+    )
 
 
 @contextmanager
@@ -137,24 +154,31 @@ def environment(name: str, value: str) -> Iterator[None]:
             os.environ[name] = old
 
 
-def playbook_run(recipients: int, rate: int, content: tuple[str, str], name: str,
-                 root: Path) -> Row:
+def playbook_run(
+    recipients: int, rate: int, content: tuple[str, str], name: str, root: Path
+) -> Row:
     emulator = sg_emu.SendGridEmulator()
     tap, server = start(emulator, "/v3/mail/send")
     home = root / f"home-{name.replace(' ', '-').replace(',', '')}-{rate}"
     settings = Settings(playbooks_dir=root, templates_dir=root, home=home)
     text = PLAYBOOK.replace("SUBJECT", content[0]).replace("BODY", content[1])
     playbook = TypeAdapter(Playbook).validate_python(yaml.safe_load(text))
-    connections = Connections(kind="connections", id="default", connections={"email": {
-        "provider": "sendgrid",
-        "api_key": "${env:CAMPAIGN_SENDGRID_KEY}",
-        "from": "partners@example.org",
-        "base_url": "",
-        "rate_limit": {"requests": rate, "per_seconds": 1, "burst": 1},
-        "timeout_seconds": 30.0,
-        "backoff_seconds": 0.05,
-        "backoff_max_seconds": 1.0,
-    }})
+    connections = Connections(
+        kind="connections",
+        id="default",
+        connections={
+            "email": {
+                "provider": "sendgrid",
+                "api_key": "${env:CAMPAIGN_SENDGRID_KEY}",
+                "from": "partners@example.org",
+                "base_url": "",
+                "rate_limit": {"requests": rate, "per_seconds": 1, "burst": 1},
+                "timeout_seconds": 30.0,
+                "backoff_seconds": 0.05,
+                "backoff_max_seconds": 1.0,
+            }
+        },
+    )
     with server, environment("CAMPAIGN_SENDGRID_KEY", sg_emu.API_KEY):
         emulator.configure(limit=rate, window=1.0)
         connections.connections["email"]["base_url"] = emulator.base_url
@@ -170,16 +194,28 @@ def playbook_run(recipients: int, rate: int, content: tuple[str, str], name: str
         if not result.success:
             problems.append("the run failed")
     statuses = tap.statuses()
-    return Row(name, recipients, sum(statuses.values()), statuses.get(429, 0), seconds, rate,
-               content is PERSONAL, verified, problems, cpu)
+    return Row(
+        name,
+        recipients,
+        sum(statuses.values()),
+        statuses.get(429, 0),
+        seconds,
+        rate,
+        content is PERSONAL,
+        verified,
+        problems,
+        cpu,
+    )
 
 
 def print_table(rows: list[Row]) -> None:
     width = max(len(r.name) for r in rows)
     alone = {r.rate: r.per_second for r in rows if r.name.startswith("connector")}
-    print(f"{'':{width}} {'recipients':>10} {'requests':>8} {'429 srv':>7} {'seconds':>8} "
-          f"{'msg/s':>8} {'ceiling':>8} {'x ceiling':>9} {'x connector':>11} {'cpu ms/msg':>10}  "
-          "verified")
+    print(
+        f"{'':{width}} {'recipients':>10} {'requests':>8} {'429 srv':>7} {'seconds':>8} "
+        f"{'msg/s':>8} {'ceiling':>8} {'x ceiling':>9} {'x connector':>11} {'cpu ms/msg':>10}  "
+        "verified"
+    )
     for r in rows:
         fraction = f"{r.per_second / r.rate:9.2f}" if r.comparable else f"{'(batch)':>9}"
         versus = (
@@ -187,9 +223,11 @@ def print_table(rows: list[Row]) -> None:
             if r.comparable and alone.get(r.rate) and not r.name.startswith("connector")
             else f"{'':11}"
         )
-        print(f"{r.name:{width}} {r.recipients:10,d} {r.requests:8,d} {r.server_429:7d} "
-              f"{r.seconds:8.2f} {r.per_second:8.1f} {f'{r.rate}/s':>8} {fraction} {versus} "
-              f"{r.cpu * 1000 / r.recipients:10.2f}  {r.verified}")
+        print(
+            f"{r.name:{width}} {r.recipients:10,d} {r.requests:8,d} {r.server_429:7d} "
+            f"{r.seconds:8.2f} {r.per_second:8.1f} {f'{r.rate}/s':>8} {fraction} {versus} "
+            f"{r.cpu * 1000 / r.recipients:10.2f}  {r.verified}"
+        )
     for r in rows:
         for problem in r.problems:
             print(f"  ! {r.name} at {r.rate}/s: {problem}")
@@ -202,8 +240,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--no-connector", action="store_true", help="skip the connector rows")
     args = parser.parse_args(argv)
     rates = [int(r) for r in args.rates.split(",")]
-    print(f"{args.recipients:,} recipients; ceilings {rates} requests/s; "
-          f"load average {os.getloadavg()[0]:.2f} at start")
+    print(
+        f"{args.recipients:,} recipients; ceilings {rates} requests/s; "
+        f"load average {os.getloadavg()[0]:.2f} at start"
+    )
     started = time.perf_counter()
     rows: list[Row] = []
     with tempfile.TemporaryDirectory(prefix="campaign-") as tmp:
@@ -211,14 +251,18 @@ def main(argv: list[str] | None = None) -> None:
         for rate in rates:
             if not args.no_connector:
                 rows.append(connector_alone(args.recipients, rate))
-            rows.append(playbook_run(args.recipients, rate, PERSONAL,
-                                     "playbook, one message each", root))
-            rows.append(playbook_run(args.recipients, rate, SHARED,
-                                     "playbook, shared content", root))
+            rows.append(
+                playbook_run(args.recipients, rate, PERSONAL, "playbook, one message each", root)
+            )
+            rows.append(
+                playbook_run(args.recipients, rate, SHARED, "playbook, shared content", root)
+            )
     print()
     print_table(rows)
-    print(f"\nload average {os.getloadavg()[0]:.2f} at the end; "
-          f"{time.perf_counter() - started:.0f} s in all")
+    print(
+        f"\nload average {os.getloadavg()[0]:.2f} at the end; "
+        f"{time.perf_counter() - started:.0f} s in all"
+    )
 
 
 if __name__ == "__main__":
