@@ -4,8 +4,9 @@ Dagster's run worker starts one child process per step (``multiprocessing``, spa
 its events through a pipe. When the run worker is killed, Dagster reports the run failed at once,
 but the step process is only orphaned: measured with a 200-recipient bulk send at 10 messages a
 second, an orphan went on delivering 180 messages after its run had been reported FAILURE, racing
-the re-execution a user starts to finish the run. So a step process watches its parent and exits
-as soon as it is gone, as if it had been killed with it: what it had not sent is left to the
+the re-execution a user starts to finish the run. So a step process watches its parent: no
+request leaves it once the parent is gone (checked as each request departs), and a watcher thread
+exits the process as soon as it notices, as if it had been killed with it: what it had not sent is left to the
 re-execution, and a request it had in flight is a ledger `pending` row (an "outcome unknown"
 dead letter), exactly as for a killed step process.
 
@@ -21,6 +22,8 @@ import os
 import threading
 
 import dagster as dg
+
+from partnerships_orchestrator.connectors.departure import stop_sending_when
 
 MULTIPROCESS = "multiprocess"
 EXIT_CODE = 70  # what a step process that outlived its run worker exits with
@@ -45,6 +48,9 @@ def exit_with_parent() -> None:
         if _watching:
             return
         _watching = True
+    # No request leaves once the parent is gone (checked as each one departs), even before the
+    # watcher thread below gets the CPU to end the process.
+    stop_sending_when(lambda: None if parent.is_alive() else "the run worker is gone")
     threading.Thread(
         target=_exit_after, args=(parent,), name="run-worker-watch", daemon=True
     ).start()

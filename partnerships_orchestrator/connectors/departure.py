@@ -59,6 +59,7 @@ class Cancellation:
 
 
 _hook: ContextVar[DepartureHook | None] = ContextVar("departure_hook", default=None)
+_process_stop: list[Callable[[], str | None]] = []  # whole-process reasons to send nothing more
 _cargo: ContextVar[tuple[Message, ...]] = ContextVar("departure_cargo", default=())
 _cancellation: ContextVar[Cancellation | None] = ContextVar("cancellation", default=None)
 
@@ -104,11 +105,21 @@ def check_cancelled() -> None:
         cancellation.check()
 
 
+def stop_sending_when(reason: Callable[[], str | None]) -> None:
+    """From now on, no request of this process leaves once ``reason()`` names a reason (e.g. the
+    run worker that started this step process is gone)."""
+    _process_stop.append(reason)
+
+
 def depart() -> None:
     """The request is about to leave: check cancellation, then run the hook for its cargo.
 
-    Raises (and so stops the request) when the step was cancelled or the hook refuses.
+    Raises (and so stops the request) when the step was cancelled, the process was told to stop
+    sending, or the hook refuses.
     """
+    for stop in _process_stop:
+        if (why := stop()) is not None:
+            raise NotSent(f"not sent: {why}", retryable=False)
     cancellation = _cancellation.get()
     if cancellation is not None and cancellation.cancelled:
         raise NotSent(f"not sent: {cancellation.reason}", retryable=False)
