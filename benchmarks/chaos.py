@@ -11,7 +11,9 @@ kinds until ``--kills`` kills were made, so that each row of the table is about 
 - duplicates: messages the receiver got more than once (must be 0);
 - missing: recipients never reached (must all be dead letters whose outcome is unknown);
 - unknown: dead letters whose outcome is unknown (a request in flight when its sender died);
-- recover s: from the SIGKILL until the receiver got the next message (median and max).
+- late: the most messages of a killed run that arrived after its SIGKILL (requests in flight);
+- recover s: from the SIGKILL until the receiver got the first message of the run that took
+  over (the re-execution; the same run if it went on), median and max.
 
 Usage: ``python benchmarks/chaos.py [--kills 100] [--per-campaign 8] [--seed N]``
 """
@@ -78,6 +80,7 @@ def main() -> int:
                 f"{report.seconds:.0f} s{'  <-- LOST OR DUPLICATED' if bad else ''}",
                 flush=True,
             )
+            print_table(rows)  # so far: an interrupted benchmark still has its figures
             if not report.kills:
                 print("  the send finished before any kill: lower --rate", flush=True)
                 return 1
@@ -94,7 +97,7 @@ def main() -> int:
 def print_table(rows: dict[str, list[chaos.Report]]) -> None:
     header = (
         f"{'process killed':<15}{'kills':>6}{'delivered':>14}{'duplicates':>11}"
-        f"{'missing':>9}{'unknown':>9}{'recover s (median/max)':>25}"
+        f"{'missing':>9}{'unknown':>9}{'late':>6}{'recover s (median/max)':>25}"
     )
     print(header)
     print("-" * len(header))
@@ -109,6 +112,7 @@ def print_table(rows: dict[str, list[chaos.Report]]) -> None:
             f"{target:<15}{sum(len(r.kills) for r in reports):>6}"
             f"{f'{delivered}/{expected}':>14}{sum(r.duplicates for r in reports):>11}"
             f"{sum(len(r.missing) for r in reports):>9}{sum(len(r.unknown) for r in reports):>9}"
+            f"{max(k.late for r in reports for k in r.kills):>6}"
             f"{f'{statistics.median(recover):.1f} / {max(recover):.1f}':>25}"
         )
 

@@ -35,6 +35,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +43,7 @@ import httpx
 import sqlalchemy as sa
 
 from partnerships_orchestrator.dispatch import OUTCOME_UNKNOWN_ACTION
+from partnerships_orchestrator.store import tables
 from partnerships_orchestrator_tests.emulators.sendgrid import API_KEY, SendGridEmulator
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -186,7 +188,9 @@ class Stack:
             PARTNERSHIPS_TEMPLATES=str(ROOT / "templates"),
             SENDGRID_API_KEY=API_KEY,
         )
-        self.env.pop("PARTNER_WAREHOUSE_URL", None)
+        for name in ("PARTNER_WAREHOUSE_URL", "PARTNERSHIPS_DATABASE_URL", "DAGSTER_POSTGRES_URL"):
+            self.env.pop(name, None)  # this stack keeps everything in its own home
+        self.env.pop("PARTNERSHIPS_EXECUTOR", None)  # the playbook's `multiprocess` decides
         self.marker = f"PARTNERSHIPS_HOME={self.home}"
         self.url = f"http://127.0.0.1:{self.port}"
 
@@ -343,6 +347,20 @@ class Stack:
             raise ChaosError(f"partnerships {' '.join(args)} failed:\n{out.stdout}{out.stderr}")
         return json.loads(out.stdout)
 
+    def claims_after(self, run_id: str, wall: float) -> int:
+        """Requests ``run_id`` sent after ``wall`` (time.time()): the ledger claims each message
+        of a run as its request leaves, stamped in UTC."""
+        since = datetime.fromtimestamp(wall, UTC).replace(tzinfo=None)
+        engine = sa.create_engine(f"sqlite:///{self.home / 'state.db'}")
+        with engine.connect() as conn:
+            rows = conn.execute(
+                sa.select(tables.deliveries.c.created_at).where(
+                    tables.deliveries.c.run_id == run_id
+                )
+            ).all()
+        engine.dispose()
+        return sum(1 for (created,) in rows if created.replace(tzinfo=None) > since)
+
     def expected_recipients(self) -> list[str]:
         engine = sa.create_engine(f"sqlite:///{self.home / 'warehouse.db'}")
         with engine.connect() as conn:
@@ -370,7 +388,9 @@ class Kill:
     at: int  # deliveries the receiver had counted when the signal was sent
     pid: int
     run_id: str
-    recovered_seconds: float = 0.0  # from the signal until the receiver got the next message
+    recovered_seconds: float = 0.0  # from the signal until the recovering run's first message
+    wall: float = 0.0  # time.time() of the signal
+    late: int = 0  # requests the killed run sent after the signal (its ledger claims)
 
 
 @dataclass
@@ -398,7 +418,7 @@ class Report:
 
     def summary(self) -> dict[str, Any]:
         return {
-            "kills": [(k.target, k.at) for k in self.kills],
+            "kills": [(k.target, k.at, k.late, round(k.recovered_seconds, 1)) for k in self.kills],
             "delivered": len(self.delivered),
             "duplicates": self.duplicates,
             "missing": sorted(self.missing),
@@ -438,10 +458,11 @@ def run_campaign(
             break  # the campaign finished first: fewer kills than planned (the test says so)
         pid = _target_pid(stack, target)
         os.kill(pid, signal.SIGKILL)
-        kill = Kill(target, len(emulator.state.delivered), pid, run_id)
+        _wait_dead(pid)
         killed_at = time.monotonic()
+        kill = Kill(target, len(emulator.state.delivered), pid, run_id, wall=time.time())
         run_id = recover(stack, target, run_id)
-        _wait_for_deliveries(stack, run_id, kill.at + 1, timeout)
+        _wait_for_run(stack, run_id, timeout)
         kill.recovered_seconds = time.monotonic() - killed_at
         done.append(kill)
         say(
@@ -449,6 +470,8 @@ def run_campaign(
             f"{kill.recovered_seconds:.1f} s, run {run_id[:8]}"
         )
     finish(stack, run_id)
+    for kill in done:
+        kill.late = stack.claims_after(kill.run_id, kill.wall)
     letters = stack.cli_json("dead-letters", "--playbook", PLAYBOOK_ID)
     return Report(
         recipients=stack.recipients,
@@ -460,6 +483,34 @@ def run_campaign(
         runs=stack.runs(),
         seconds=time.monotonic() - started,
     )
+
+
+def _wait_dead(pid: int, timeout: float = 10.0) -> None:
+    """Until ``pid`` has exited (a zombie waiting for its parent counts as exited)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        except OSError:
+            return
+        if state == "Z":
+            return
+        time.sleep(0.005)
+    raise ChaosError(f"pid {pid} survived SIGKILL for {timeout:.0f} s")
+
+
+def _wait_for_run(stack: Stack, run_id: str, timeout: float) -> None:
+    """Until the receiver got a message from ``run_id``, or that run has ended."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if stack.emulator.wait_until(
+            lambda state: any(d.custom_args.get("run_id") == run_id for d in state.delivered),
+            timeout=0.5,
+        ):
+            return
+        if stack.status(run_id) in TERMINAL:
+            return
+    stack.fail(f"run {run_id} sent nothing within {timeout:.0f} s")
 
 
 def _wait_for_deliveries(stack: Stack, run_id: str, count: int, timeout: float) -> bool:
