@@ -215,7 +215,7 @@ class Dispatcher:
             claimed = [d for d in group if d.key in self._claimed]
             self._dead_letter_unknown(claimed)
             for d in group:
-                status: Status = "unknown" if d in claimed else "not_sent"
+                status: Status = "unknown" if d.key in self._claimed else "not_sent"
                 outcomes[d.key] = Outcome(d, status, {**self._base(d), "status": status}, exc)
             return
         recorded = [self._outcome(d, r) for d, r in zip(group, results, strict=True)]
