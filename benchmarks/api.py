@@ -181,7 +181,7 @@ def via_webhook(product: Product, secret: str) -> tuple[float, float]:
     sent = time.time()
     answer = httpx.post(f"{product.api}/webhooks/api-hello", content=body, headers=headers)
     assert answer.status_code == 202, answer.text
-    record = wait_run(product.instance, **{"dagster/run_key": f"webhook:{msg_id}"})
+    record = wait_run(product.instance, **{"partnerships/webhook_id": msg_id})
     return record.start_time - sent, record.end_time - sent
 
 

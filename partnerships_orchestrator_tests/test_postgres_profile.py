@@ -30,7 +30,9 @@ steps:
 """
 
 
-def test_runs_and_warehouse_on_postgresql(postgres_url, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+def test_runs_and_warehouse_on_postgresql(
+    postgres_url, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
     warehouse_url = create_database(postgres_url, "warehouse_profile")
     dagster_url = create_database(postgres_url, "dagster_profile")
     engine = create_engine_for(warehouse_url)
@@ -42,8 +44,11 @@ def test_runs_and_warehouse_on_postgresql(postgres_url, tmp_path: Path, monkeypa
     monkeypatch.setenv("PARTNER_WAREHOUSE_URL", warehouse_url)
     monkeypatch.setenv("DAGSTER_POSTGRES_URL", dagster_url)
     monkeypatch.delenv("DAGSTER_HOME", raising=False)
-    settings = Settings(playbooks_dir=tmp_path / "playbooks", templates_dir=tmp_path / "templates",
-                        home=tmp_path / "home")
+    settings = Settings(
+        playbooks_dir=tmp_path / "playbooks",
+        templates_dir=tmp_path / "templates",
+        home=tmp_path / "home",
+    )
 
     summary = Project(settings).execute("pg-digest", {})
 

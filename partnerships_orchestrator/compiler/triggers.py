@@ -20,8 +20,10 @@ from partnerships_orchestrator.spec.models import (
 )
 from partnerships_orchestrator.store.jsonable import jsonable
 from partnerships_orchestrator.store.state import StateStore
+from partnerships_orchestrator.store.webhook_launches import WebhookLaunches
 
 WEBHOOK_SENSOR_INTERVAL = 2  # seconds between inbox polls
+WEBHOOK_TAG = "partnerships/webhook_id"
 
 
 def schedules_for(playbook: Playbook) -> list[dg.ScheduleDefinition]:
@@ -66,7 +68,7 @@ def webhook_run_request(playbook: Playbook, entry: dict[str, Any]) -> dg.RunRequ
     return dg.RunRequest(
         run_key=f"webhook:{entry['webhook_id']}",
         run_config={k: v for k, v in inputs.items() if v is not None},
-        tags={naming.TRIGGER_TAG: json.dumps(jsonable(trigger))},
+        tags={naming.TRIGGER_TAG: json.dumps(jsonable(trigger)), WEBHOOK_TAG: entry["webhook_id"]},
     )
 
 
@@ -74,8 +76,14 @@ def _webhook_sensor(playbook: Playbook, job: str, state_url: str) -> dg.SensorDe
     def evaluate(context: dg.SensorEvaluationContext) -> Iterator[dg.RunRequest | dg.SkipReason]:
         cursor = int(context.cursor or 0)
         store = StateStore(state_url)
+        launches = WebhookLaunches(state_url)
         for entry in store.inbox_after(playbook.id, cursor):
+            launch = launches.state(playbook.id, entry["webhook_id"])
+            if launch == "pending":
+                break  # the API is starting this one: look again at the next tick
             cursor = entry["id"]
+            if launch == "launched" or (launch == "abandoned" and _has_run(context, entry)):
+                continue
             try:
                 yield webhook_run_request(playbook, entry)
             except InputError as exc:
@@ -98,6 +106,11 @@ def _webhook_sensor(playbook: Playbook, job: str, state_url: str) -> dg.SensorDe
         description=f"Runs `{playbook.id}` for each call to /api/partnerships/webhooks/{playbook.id}",
         default_status=dg.DefaultSensorStatus.RUNNING,
     )
+
+
+def _has_run(context: dg.SensorEvaluationContext, entry: dict[str, Any]) -> bool:
+    filters = dg.RunsFilter(tags={WEBHOOK_TAG: entry["webhook_id"]})
+    return bool(context.instance.get_run_records(filters, limit=1))
 
 
 def _dataset_sensor(playbook: Playbook, job: str, dataset: str) -> dg.SensorDefinition:

@@ -16,6 +16,8 @@ from typing import Any
 import httpx
 import pytest
 
+from partnerships_orchestrator.settings import load_settings
+from partnerships_orchestrator.store.tokens import TokenStore
 from partnerships_orchestrator_tests.e2e.test_stack import _free_port
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -119,13 +121,17 @@ class Stack:
             check=False,
         )
 
-    def token(self, role: str, team: str = "team-a", **kwargs: str) -> str:
-        key = f"{role}:{team}:{sorted(kwargs.items())}"
+    @property
+    def state_url(self) -> str:
+        return load_settings(self.playbooks, self.home).state_url
+
+    def token(self, role: str, team: str = "team-a", rate_limit: int | None = None) -> str:
+        """A token's secret, made once per (role, team, limit) in the stack's token store (the
+        one `partnerships token create` writes; the CLI itself is tested separately)."""
+        key = f"{role}:{team}:{rate_limit}"
         if key not in self.tokens:
-            extra = [item for k, v in kwargs.items() for item in (f"--{k}", v)]
-            done = self.cli("token", "create", "--role", role, "--team", team, *extra)
-            assert done.returncode == 0, done.stderr
-            self.tokens[key] = done.stdout.strip()
+            store = TokenStore(self.state_url)
+            _, self.tokens[key] = store.create(role=role, teams=[team], rate_limit=rate_limit)
         return self.tokens[key]
 
 

@@ -68,7 +68,7 @@ def api_schema(openapi_document: dict) -> schemathesis.schemas.BaseSchema:
 
 @pytest.fixture(scope="module")
 def fuzz_token(stack: Stack) -> str:
-    return stack.token("admin", team="team-a", **{"rate-limit": "1000000"})
+    return stack.token("admin", team="team-a", rate_limit=1_000_000)
 
 
 def test_fuzzed_requests_get_no_server_error_and_documented_answers(

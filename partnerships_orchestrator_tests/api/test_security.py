@@ -132,7 +132,7 @@ def test_revoked_and_unknown_tokens_are_401(stack: Stack):
 
 
 def test_a_token_over_its_rate_limit_gets_429_with_retry_after(stack: Stack):
-    client = stack.client(stack.token("viewer", **{"rate-limit": "3"}))
+    client = stack.client(stack.token("viewer", rate_limit=3))
     answers = [client.get("/outbox", params={"limit": 1}) for _ in range(5)]
     assert [a.status_code for a in answers[:3]] == [200, 200, 200]
     limited = answers[3]
@@ -198,3 +198,26 @@ def test_every_error_path_answers_problem_json_without_a_stack_trace(stack: Stac
     docs = httpx.get(f"{stack.api}/docs", timeout=10)
     assert docs.status_code == 200 and "swagger" in docs.text.lower()
     assert httpx.get(f"{stack.api}{PREFIX}/health/live", timeout=10).json()["status"] == "ok"
+
+
+def test_admins_make_and_revoke_tokens_through_the_api_and_see_the_secret_once(stack: Stack):
+    admin = stack.client(stack.admin)
+    made = admin.post("/tokens", json={"role": "viewer", "teams": ["team-a"], "name": "ci"})
+    assert made.status_code == 201, made.text
+    secret, token_id = made.json()["token"], made.json()["id"]
+    assert stack.client(secret).get("/playbooks").status_code == 200
+    listed = admin.get("/tokens")
+    assert token_id in [t["id"] for t in listed.json()] and secret not in listed.text
+    assert admin.delete(f"/tokens/{token_id}").status_code == 200
+    assert stack.client(secret).get("/playbooks").status_code == 401
+    assert admin.delete(f"/tokens/{token_id}").status_code == 409
+    refused = admin.post("/tokens", json={"role": "viewer", "teams": ["a"], "scope": "all"})
+    assert refused.status_code == 422  # strict body: `scope` is not a field
+
+
+def test_ready_checks_webserver_daemon_and_both_storages(stack: Stack):
+    ready = httpx.get(f"{stack.api}{PREFIX}/health/ready", timeout=30)
+    assert ready.status_code == 200, ready.text
+    checks = ready.json()["checks"]
+    assert set(checks) == {"webserver", "daemon", "dagster_storage", "state_storage"}
+    assert all(check["ok"] for check in checks.values())

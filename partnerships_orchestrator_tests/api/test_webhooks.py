@@ -13,13 +13,13 @@ from standardwebhooks import Webhook
 
 from partnerships_orchestrator.store import tables
 from partnerships_orchestrator.store.state import StateStore
-from partnerships_orchestrator_tests.api.conftest import PREFIX, Stack
+from partnerships_orchestrator_tests.api.conftest import PREFIX, Stack, wait_for
 
 
 def _signed(
     stack: Stack, body: bytes, *, at: datetime | None = None, msg_id: str | None = None
 ) -> dict[str, str]:
-    secret = StateStore(f"sqlite:///{stack.home / 'state.db'}").webhook_secret("api-hello")
+    secret = StateStore(stack.state_url).webhook_secret("api-hello")
     msg_id = msg_id or f"msg_{uuid.uuid4().hex}"
     at = at or datetime.now(UTC)
     return {
@@ -47,7 +47,7 @@ def _runs_for(stack: Stack, webhook_id: str) -> list[dict]:
 
 
 def _inbox_ids(stack: Stack) -> list[str]:
-    store = StateStore(f"sqlite:///{stack.home / 'state.db'}")
+    store = StateStore(stack.state_url)
     with store.engine.connect() as conn:
         return list(conn.execute(select(tables.inbox.c.webhook_id)).scalars())
 
@@ -107,3 +107,18 @@ def test_webhook_for_a_playbook_without_a_webhook_trigger_is_404(stack: Stack):
     )
     assert answer.status_code == 404
     assert answer.json()["type"] == "urn:partnerships:problem:not-found"
+
+
+def test_a_call_with_inputs_the_playbook_refuses_becomes_a_dead_letter_not_a_run(stack: Stack):
+    body = json.dumps({"tier": "gold", "limit": "many"}).encode()
+    headers = _signed(stack, body)
+    assert _post(stack, body, headers).status_code == 202
+    admin = stack.client(stack.admin)
+
+    def refused() -> list[dict]:
+        letters = admin.get("/dead-letters", params={"playbook": "api-hello"}).json()["items"]
+        return [d for d in letters if d["action"] == "refused" and d["inputs"]["limit"] == "many"]
+
+    [letter] = wait_for(refused, timeout=60)
+    assert "limit" in letter["error"]
+    assert _runs_for(stack, headers["webhook-id"]) == []

@@ -121,14 +121,18 @@ class Stack:
         app = make_app({"broker": self.env[BROKER_ENV], "backend": "rpc://"})
         deadline = time.monotonic() + WORKER_START_TIMEOUT
         while time.monotonic() < deadline:
-            answered = {name.split("@")[0] for reply in app.control.ping(timeout=1.0) for name in reply}
+            answered = {
+                name.split("@")[0] for reply in app.control.ping(timeout=1.0) for name in reply
+            }
             if set(names) <= answered:
                 return
             dead = [w for w in self.workers if w.process.poll() is not None]
             if dead:
                 raise RuntimeError(f"worker exited: {dead[0].log.read_text()[-3000:]}")
         logs = "\n".join(w.log.read_text()[-2000:] for w in self.workers)
-        raise RuntimeError(f"workers {names} did not answer within {WORKER_START_TIMEOUT}s:\n{logs}")
+        raise RuntimeError(
+            f"workers {names} did not answer within {WORKER_START_TIMEOUT}s:\n{logs}"
+        )
 
     def stop_workers(self) -> None:
         for worker in self.workers:
@@ -188,7 +192,9 @@ def stack(
     (root / "templates").mkdir()
     sendgrid = SendGridEmulator()
     server = sendgrid.serve()
-    (root / "playbooks" / "connections.yaml").write_text(CONNECTIONS.format(sendgrid=sendgrid.base_url))
+    (root / "playbooks" / "connections.yaml").write_text(
+        CONNECTIONS.format(sendgrid=sendgrid.base_url)
+    )
     (root / "playbooks" / "bulk.yaml").write_text(playbook())
     settings = Settings(
         playbooks_dir=root / "playbooks", templates_dir=root / "templates", home=root / "home"

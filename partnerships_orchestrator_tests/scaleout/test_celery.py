@@ -19,7 +19,8 @@ def _recipients(stack: Stack) -> set[str]:
     try:
         with engine.connect() as conn:
             rows = conn.execute(
-                sa.text("select contact_email from partners order by id limit :n"), {"n": RECIPIENTS}
+                sa.text("select contact_email from partners order by id limit :n"),
+                {"n": RECIPIENTS},
             )
             return {r[0] for r in rows}
     finally:

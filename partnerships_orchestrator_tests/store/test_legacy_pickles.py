@@ -35,8 +35,14 @@ def _old_state_file(path: Path, scopes: list[bytes | None], results: list[bytes]
         for i, scope in enumerate(scopes):
             conn.execute(
                 sa.insert(tables.dead_letters).values(
-                    playbook="pb", step=f"s{i}", run_id="r1", action="skip",
-                    error_type="StepError", error="boom", status="open", scope=scope,
+                    playbook="pb",
+                    step=f"s{i}",
+                    run_id="r1",
+                    action="skip",
+                    error_type="StepError",
+                    error="boom",
+                    status="open",
+                    scope=scope,
                     created_at=now,
                 )
             )

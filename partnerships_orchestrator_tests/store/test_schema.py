@@ -23,8 +23,10 @@ def test_eight_workers_creating_the_schema_at_once_all_succeed(
     else:
         url = create_database(request.getfixturevalue("postgres_url"), f"s_{uuid.uuid4().hex[:12]}")
     # one engine each, as separate worker processes have: the lock must live in the database
-    engines = [sa.create_engine(url, connect_args={"timeout": 30} if "sqlite" in url else {})
-               for _ in range(8)]
+    engines = [
+        sa.create_engine(url, connect_args={"timeout": 30} if "sqlite" in url else {})
+        for _ in range(8)
+    ]
     barrier = threading.Barrier(len(engines))
     errors: list[BaseException] = []
 
