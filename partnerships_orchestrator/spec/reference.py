@@ -437,7 +437,9 @@ wait in Dagster's run queue. `executor` is one of {executors}: `in_process` (the
 steps one at a time in the run's process; `multiprocess` runs each step in its own process, so
 steps with no path between them run in parallel. Both apply to runs launched through Dagster (the
 UI, schedules, sensors); `partnerships run` executes the job inside the CLI's own process, outside
-the run queue.
+the run queue. A deployment can set `PARTNERSHIPS_EXECUTOR` (`in_process`, `multiprocess` or
+`celery`), which then applies to every playbook whatever its `executor` says: `celery` runs each
+step on `partnerships worker` processes over RabbitMQ (README, "Scale-out").
 
 ## Inputs
 
