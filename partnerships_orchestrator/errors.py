@@ -12,7 +12,8 @@
     │   └── DeliveryError             a channel provider refused or failed a message
     ├── ConfigurationError            product configuration (home, connections) is unusable
     │   └── SecretError               a secret reference cannot be resolved (names the reference only)
-    └── ConnectorError                a vendor call failed (raised by `connectors/`)
+    ├── ConnectorError                a vendor call failed (raised by `connectors/`)
+    └── NotEncodable                  a value the state database does not keep (not plain data)
 
 Every error renders to one line for users through ``str()``; a ``hint`` says what would fix it.
 No error message ever contains a secret value.
@@ -71,3 +72,7 @@ class SecretError(ConfigurationError):
 
 class ConnectorError(PartnershipsError):
     """A vendor call failed; raised by ``connectors/``."""
+
+
+class NotEncodable(PartnershipsError):
+    """A value the state database does not keep: only plain data (see ``store/codec.py``)."""

@@ -16,12 +16,9 @@ from datetime import date, datetime, time
 from decimal import Decimal
 from typing import Any
 
-from partnerships_orchestrator.errors import PartnershipsError
+from partnerships_orchestrator.errors import NotEncodable
 
-
-class NotEncodable(PartnershipsError):
-    """A value of a type the state database does not store."""
-
+__all__ = ["NotEncodable", "decode", "encode"]
 
 _DECODERS: dict[str, Callable[[Any], Any]] = {
     "$datetime": datetime.fromisoformat,
