@@ -87,13 +87,13 @@ DEFAULT_IN_FLIGHT = 8  # a provider without a rate limit (the sandbox outbox)
 
 def in_flight(provider: ChannelProvider) -> int:
     """How many requests to have in flight to keep the connection's rate (and no more, since
-    each one in flight when a process dies is an unknown outcome): 1 at 10/s, 8 at 100/s,
-    32 (the most) at 1,000/s."""
+    each one in flight when a process dies is an unknown outcome): 1 up to 24/s, 8 at 100/s,
+    32 (the most) from 400/s."""
     limit = getattr(provider, "rate_limit", None)
     rate = getattr(limit, "rate", None)
     if not rate:
         return DEFAULT_IN_FLIGHT
-    return max(1, min(MAX_IN_FLIGHT, math.ceil(rate * SECONDS_IN_FLIGHT)))
+    return max(1, min(MAX_IN_FLIGHT, math.floor(rate * SECONDS_IN_FLIGHT)))
 
 
 class Dispatcher:

@@ -3,7 +3,6 @@ and a timed-out step sends nothing after it was reported failed (real runs, loop
 
 from __future__ import annotations
 
-import math
 import os
 import signal
 import subprocess
@@ -21,7 +20,8 @@ from pydantic import TypeAdapter
 
 from partnerships_orchestrator.compiler.job import build_job
 from partnerships_orchestrator.connections import build_resources
-from partnerships_orchestrator.dispatch import SECONDS_IN_FLIGHT
+from partnerships_orchestrator.connectors.sendgrid import SendGridEmail
+from partnerships_orchestrator.dispatch import in_flight
 from partnerships_orchestrator.settings import Settings
 from partnerships_orchestrator.spec.models import Connections, Playbook
 from partnerships_orchestrator.store.state import StateStore
@@ -181,7 +181,11 @@ def test_reexecution_from_failure_after_a_killed_run_delivers_the_rest_exactly_o
     missing = _expected(n) - set(counts)
     assert missing <= unknown_to  # only a request in flight at the kill may be missing...
     # ...at most one per request in flight: as many as keep 100/s (dispatch.in_flight)
-    assert len(unknown) <= math.ceil(100 * SECONDS_IN_FLIGHT)
+    assert len(unknown) <= in_flight(
+        SendGridEmail(
+            api_key="k", sender="s@example.org", rate_limit={"requests": 100, "per_seconds": 1}
+        )
+    )
     assert set(counts) <= _expected(n)  # `when` still skips per item
     assert tally == len(_expected(n))  # collect sees every item, skipped ones left out
     ledger = Counter(d["status"] for d in state.deliveries(killed.run_id))
