@@ -89,6 +89,7 @@ class Product:
         deadline = time.monotonic() + 300
         while b"ready:" not in self.log.read_bytes():
             if self.process.poll() is not None or time.monotonic() > deadline:
+                self.stop()
                 raise SystemExit("the product did not start:\n" + self.log.read_text()[-3000:])
             time.sleep(0.5)
         self.api = f"http://127.0.0.1:{self.api_port}{PREFIX}"

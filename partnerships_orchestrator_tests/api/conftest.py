@@ -194,7 +194,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     try:
         wait_for(ready, timeout=240)
     except BaseException:
-        process.kill()
+        _stop(process)
         raise
     load_errors: list[str] = []
 
@@ -220,7 +220,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     try:
         wait_for(jobs_loaded, timeout=120, every=0.5)
     except BaseException:
-        process.kill()
+        _stop(process)
         raise AssertionError(f"the code location did not load: {load_errors[-1:]}") from None
     text = log_path.read_text()
     admin = re.search(r"PARTNERSHIPS_API_TOKEN=(\S+)", text)
@@ -234,8 +234,14 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         env=env,
         admin=admin.group(1),
     )
+    _stop(process)
+
+
+def _stop(process: subprocess.Popen[bytes]) -> None:
+    """SIGTERM: `partnerships up` stops its webserver, daemon and API (a SIGKILL would leave
+    them running, as they lead their own process groups)."""
     process.terminate()
     try:
-        process.wait(timeout=20)
+        process.wait(timeout=30)
     except subprocess.TimeoutExpired:
         process.kill()
