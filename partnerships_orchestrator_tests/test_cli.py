@@ -272,7 +272,8 @@ def test_up_postgres_puts_storage_state_and_warehouse_in_that_database(monkeypat
     from partnerships_orchestrator.cli import use_postgres
 
     for name in ("DAGSTER_POSTGRES_URL", "PARTNERSHIPS_DATABASE_URL", "PARTNER_WAREHOUSE_URL"):
-        monkeypatch.delenv(name, raising=False)
+        monkeypatch.setenv(name, "unset")  # recorded, so the test's changes are undone after it
+        monkeypatch.delenv(name)
     use_postgres("postgresql://po@db.test/po")
 
     assert os.environ["DAGSTER_POSTGRES_URL"] == "postgresql://po@db.test/po"
@@ -284,9 +285,16 @@ def test_up_postgres_keeps_a_warehouse_set_apart(monkeypatch):
     from partnerships_orchestrator.cli import use_postgres
 
     monkeypatch.setenv("PARTNER_WAREHOUSE_URL", "postgresql://po@warehouse.test/dw")
-    monkeypatch.delenv("DAGSTER_POSTGRES_URL", raising=False)
-    monkeypatch.delenv("PARTNERSHIPS_DATABASE_URL", raising=False)
+    for name in ("DAGSTER_POSTGRES_URL", "PARTNERSHIPS_DATABASE_URL"):
+        monkeypatch.setenv(name, "unset")  # recorded, so the test's changes are undone after it
+        monkeypatch.delenv(name)
     use_postgres("postgresql://po@db.test/po")
 
     assert os.environ["PARTNER_WAREHOUSE_URL"] == "postgresql://po@warehouse.test/dw"
     assert os.environ["PARTNERSHIPS_DATABASE_URL"] == "postgresql://po@db.test/po"
+
+
+def test_up_postgres_tests_leave_the_environment_as_they_found_it():
+    assert os.environ.get("DAGSTER_POSTGRES_URL") != "postgresql://po@db.test/po"
+    assert os.environ.get("PARTNERSHIPS_DATABASE_URL") != "postgresql://po@db.test/po"
+
