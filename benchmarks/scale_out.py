@@ -35,6 +35,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -232,6 +233,7 @@ def main() -> int:
         sendgrid_server.stop()
         stop_mq()
         stop_pg()
+        shutil.rmtree(root, ignore_errors=True)
     print_table(results, args.items)
     print_vendor_table(vendor, args.ceiling, 2 * args.messages)
     print(f"\nload average at end: {os.getloadavg()[0]:.1f}")
