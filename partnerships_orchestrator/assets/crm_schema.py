@@ -11,13 +11,24 @@ the document lists none. The table of a sync asset has
   HubSpot, deleted in Salesforce), ``synced_at`` (when this row was last written);
 - ``raw``: the record as the vendor returned it, as JSON text.
 
+HubSpot deals also always land two derived columns:
+
+- ``stage`` (text): the deal stage for queries, ``dealstage`` with HubSpot's closed stages
+  (``closedwon``, ``closedlost``) read as ``closed``, so ``stage != 'closed'`` is the open
+  pipeline (``dealstage`` keeps won and lost apart);
+- ``company_id`` (text): the id of the deal's associated company (its primary company when it
+  has several, else the lowest id; null when none), matching ``id`` of the companies table. It
+  is read with the deal; an association changed without the deal being modified shows after the
+  deal next changes or on a full refresh.
+
 Timestamps are naive UTC, like the rest of the warehouse.
 """
 
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from typing import Any, Literal
 
@@ -41,15 +52,53 @@ class CrmObject:
     modified: str  # the property incremental reads follow
     properties: dict[str, ColumnType]  # every property a document may list
     default: tuple[str, ...]  # landed when the document lists none
+    derived: dict[str, Derived] = field(default_factory=dict)  # column -> how it is computed
+    linked: dict[str, str] = field(default_factory=dict)  # column -> associated object's id
 
     def wanted(self, listed: list[str] | None) -> list[str]:
-        """The properties to read: those listed (or the default), plus the modified one."""
+        """The properties to read: those listed (or the default), plus the modified one and
+        those derived columns are computed from."""
         chosen = list(listed) if listed else list(self.default)
-        return chosen if self.modified in chosen else [*chosen, self.modified]
+        for extra in [self.modified, *(d.source for d in self.derived.values())]:
+            if extra not in chosen:
+                chosen.append(extra)
+        return chosen
 
     def columns(self, listed: list[str] | None) -> list[tuple[str, str, ColumnType]]:
-        """(column, property, type) for each property landed, in order."""
+        """(column, property, type) for each property landed, in order (not the derived and
+        linked columns)."""
         return [(column_name(self.provider, p), p, self.properties[p]) for p in self.wanted(listed)]
+
+    def extra_columns(self) -> list[tuple[str, ColumnType]]:
+        """(column, type) of the derived and linked columns, landed whatever is listed."""
+        derived = [(c, d.kind) for c, d in self.derived.items()]
+        return derived + [(c, "text") for c in self.linked]
+
+    def derive(self, values: dict[str, Any], links: dict[str, str | None]) -> dict[str, Any]:
+        """The derived and linked columns' values of one record."""
+        row = {c: d.compute(values.get(d.source)) for c, d in self.derived.items()}
+        row.update({c: links.get(target) for c, target in self.linked.items()})
+        return row
+
+
+@dataclass(frozen=True)
+class Derived:
+    """A column computed from one vendor property of the same record."""
+
+    source: str
+    kind: ColumnType
+    compute: Callable[[Any], Any]
+
+
+HS_CLOSED_STAGES = frozenset({"closedwon", "closedlost"})
+
+
+def deal_stage(dealstage: Any) -> str | None:
+    """The ``stage`` column: ``closed`` for HubSpot's closed stages, else the stage itself."""
+    if dealstage in (None, ""):
+        return None
+    text = str(dealstage)
+    return "closed" if text in HS_CLOSED_STAGES else text
 
 
 def column_name(provider: str, prop: str) -> str:
@@ -178,6 +227,8 @@ OBJECTS: dict[str, dict[str, CrmObject]] = {
                 "partner_key",
                 "createdate",
             ),
+            derived={"stage": Derived("dealstage", "text", deal_stage)},
+            linked={"company_id": "companies"},
         ),  # fmt: skip
     },
     "salesforce": {

@@ -7,7 +7,7 @@ the sync can commit any prefix of them with its cursor and lose or repeat nothin
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Protocol
@@ -42,6 +42,7 @@ class Change:
     modified_at: datetime | None
     cursor: Cursor
     deleted_at: datetime | None = None
+    links: dict[str, str | None] = field(default_factory=dict)  # object type -> associated id
 
     @property
     def deleted(self) -> bool:
@@ -67,6 +68,20 @@ class CrmSource(Protocol):
         ...
 
 
+LINK_PAGE = 100  # records whose associations one batch read asks for
+
+
+def _pages(records: Iterable[dict[str, Any]], size: int) -> Iterator[list[dict[str, Any]]]:
+    page: list[dict[str, Any]] = []
+    for record in records:
+        page.append(record)
+        if len(page) >= size:
+            yield page
+            page = []
+    if page:
+        yield page
+
+
 def _iso(moment: datetime | None) -> str | None:
     return moment.isoformat() if moment else None
 
@@ -84,16 +99,29 @@ class HubSpotSource:
         self, obj: CrmObject, properties: list[str], since: Cursor | None
     ) -> Iterator[Change]:
         start = since.since() if since else EPOCH
-        for record in self.crm.iter_modified_since(obj.vendor_name, start, properties):
-            values = dict(record.get("properties") or {})
-            modified = to_utc_naive(values.get(obj.modified) or record.get("updatedAt"))
-            yield Change(
-                id=str(record["id"]),
-                values=values,
-                raw=record,
-                modified_at=modified,
-                cursor=Cursor(_iso(modified)),
-            )
+        records = self.crm.iter_modified_since(obj.vendor_name, start, properties)
+        for page in _pages(records, LINK_PAGE):
+            links = self._links(obj, [str(r["id"]) for r in page])
+            for record in page:
+                values = dict(record.get("properties") or {})
+                modified = to_utc_naive(values.get(obj.modified) or record.get("updatedAt"))
+                yield Change(
+                    id=str(record["id"]),
+                    values=values,
+                    raw=record,
+                    modified_at=modified,
+                    cursor=Cursor(_iso(modified)),
+                    links={t: ids.get(str(record["id"])) for t, ids in links.items()},
+                )
+
+    def _links(self, obj: CrmObject, ids: list[str]) -> dict[str, dict[str, str]]:
+        """object type -> {record id: its associated id} for the object's linked columns
+        (search returns no associations: one v4 batch read per page of records)."""
+        found: dict[str, dict[str, str]] = {}
+        for target in sorted(set(obj.linked.values())):
+            associated = self.crm.associated_ids(obj.vendor_name, target, ids)
+            found[target] = {k: v[0] for k, v in associated.items() if v}
+        return found
 
     def archived(self, obj: CrmObject) -> Iterator[tuple[str, datetime | None]]:
         for record in self.crm.list_objects(obj.vendor_name, ["hs_object_id"], archived=True):

@@ -3,7 +3,7 @@
 Deterministic records built from the same generator as the demo warehouse (partners become
 companies / accounts, their contacts contacts, their deals deals / opportunities, keyed by the
 warehouse ids in ``partner_key`` / ``External_Id__c``), so datasets can join CRM tables with the
-warehouse. The sandbox moves on one *generation* per incremental sync: a few records change,
+warehouse; each HubSpot deal is associated with its partner's company (``company_id``). The sandbox moves on one *generation* per incremental sync: a few records change,
 a few are created and a few are deleted (archived), always the same ones for the same generation,
 so incremental behaviour shows in the Dagster UI run after run.
 """
@@ -42,6 +42,7 @@ SF_STAGES = {
     "closed_lost": ("Closed Lost", 0),
 }
 Record = dict[str, Any]
+LINK = "@"  # record keys naming an associated object type (a deal's "@companies": company id)
 
 
 def _iso(moment: Any) -> str | None:
@@ -102,6 +103,7 @@ def _base_records(provider: str, name: str, anchor: date) -> dict[str, Record]:
                     "partner_key": d["partner_id"],
                     "createdate": _iso(d["created_at"]),
                     "hs_lastmodifieddate": _iso(d["updated_at"]),
+                    LINK + "companies": company_ids[d["partner_id"]],
                 }
         return out
     account_ids = {p["id"]: f"001DEMO{n:08d}AAA" for n, p in enumerate(rows["partners"])}
@@ -238,6 +240,7 @@ class DemoCRM:
             modified_at=stamp,
             cursor=Cursor(stamp.isoformat() if stamp else since.at, record_id, since.state),
             deleted_at=deleted_at,
+            links={k.removeprefix(LINK): v for k, v in record.items() if k.startswith(LINK)},
         )
 
     def archived(self, obj: CrmObject) -> Iterator[tuple[str, datetime | None]]:

@@ -69,10 +69,17 @@ def _now() -> datetime:
     return datetime.now(UTC).replace(tzinfo=None)
 
 
-def sync_table(name: str, columns: list[tuple[str, str, ColumnType]]) -> sa.Table:
-    """The table of a sync asset: id, one typed column per property, then bookkeeping."""
+def sync_table(
+    name: str,
+    columns: list[tuple[str, str, ColumnType]],
+    extra: list[tuple[str, ColumnType]] | None = None,
+) -> sa.Table:
+    """The table of a sync asset: id, one typed column per property, the object's derived and
+    linked columns (``extra``), then bookkeeping."""
     cols = [sa.Column("id", sa.String(64), primary_key=True)]
     cols += [sa.Column(c, SQL_TYPES[t]()) for c, _, t in columns if c != "id"]
+    taken = {c.name for c in cols}
+    cols += [sa.Column(c, SQL_TYPES[t]()) for c, t in extra or [] if c not in taken]
     cols += [
         sa.Column(c, SQL_TYPES[t](), nullable=(c != "is_deleted")) for c, t in BOOKKEEPING_COLUMNS
     ]
@@ -125,12 +132,15 @@ def _write_cursor(conn: sa.Connection, asset: str, cursor: Cursor) -> None:
 
 
 def _row(
-    change: Change, columns: list[tuple[str, str, ColumnType]], now: datetime
+    change: Change, obj: CrmObject, columns: list[tuple[str, str, ColumnType]], now: datetime
 ) -> dict[str, Any]:
     row: dict[str, Any] = {"id": change.id}
     for column, prop, kind in columns:
         if column != "id":
             row[column] = convert(change.values.get(prop), kind)
+    kinds = dict(obj.extra_columns())
+    for column, value in obj.derive(change.values, change.links).items():
+        row.setdefault(column, convert(value, kinds[column]))
     row["modified_at"] = change.modified_at
     row["is_deleted"] = change.deleted
     row["deleted_at"] = change.deleted_at
@@ -153,7 +163,7 @@ def run_sync(
     """Land ``obj`` from ``source`` in the table ``asset`` (see the module docstring)."""
     started = time.monotonic()
     columns = obj.columns(properties)
-    table = sync_table(asset, columns)
+    table = sync_table(asset, columns, obj.extra_columns())
     ensure_table(engine, table)
     writer = writer_for(engine)
     previous = read_cursor(engine, asset) or Cursor()
@@ -167,7 +177,7 @@ def run_sync(
     def commit(final: bool) -> None:
         nonlocal batch
         now = _now()
-        rows = [_row(change, columns, now) for change in batch.values()]
+        rows = [_row(change, obj, columns, now) for change in batch.values()]
         cursor = Cursor(
             position.at, position.last_id, source.final_state(since) if final else since.state
         )

@@ -52,6 +52,7 @@ SEARCH_CAP = 10_000
 BATCH_SIZE = 100
 LOCKED_WAIT_SECONDS = 2.0
 SEARCH_KEY = "search"
+NO_ASSOCIATIONS = "NO_ASSOCIATIONS_FOUND"  # v4 batch-read error of an id without associations
 _OBJECT = re.compile(r"^[A-Za-z0-9_-]+$")
 _RETRY_STATUSES = frozenset({408, 425, 502, 503, 504, 524})
 
@@ -365,6 +366,35 @@ class HubSpotCRM(CRMResource):
                 )
         return found
 
+    def associated_ids(
+        self, from_type: str, to_type: str, ids: Iterable[str]
+    ) -> dict[str, list[str]]:
+        """id -> ids of its associated ``to_type`` objects, primary first, then ascending
+        (``POST /crm/v4/associations/{from}/{to}/batch/read``, 100 ids per call; search returns
+        no associations). Ids without any are left out (HubSpot answers 207 with
+        ``NO_ASSOCIATIONS_FOUND`` errors for them)."""
+        path = (
+            f"/crm/v4/associations/{self._object_name(from_type)}/"
+            f"{self._object_name(to_type)}/batch/read"
+        )
+        found: dict[str, list[tuple[bool, str]]] = {}
+        for chunk in _chunks([str(i) for i in ids], BATCH_SIZE):
+            payload = self.http().request_json(
+                "POST", path, json={"inputs": [{"id": i} for i in chunk]}
+            )
+            for result in payload.get("results") or []:
+                source = str((result.get("from") or {}).get("id"))
+                found.setdefault(source, []).extend(_associated(result.get("to") or []))
+            unexpected = [
+                e for e in payload.get("errors") or [] if e.get("category") != NO_ASSOCIATIONS
+            ]
+            if unexpected:
+                self.http().log.warning(
+                    f"{self.connection}: association read {from_type} -> {to_type}: "
+                    f"{unexpected[0].get('message')}"
+                )
+        return {k: _primary_first(v) for k, v in found.items()}
+
     def query(
         self,
         object: str,  # the playbook's `object:` key
@@ -496,13 +526,16 @@ class HubSpotCRM(CRMResource):
         return OAuthAuth(provider)
 
     def _objects_path(self, object_type: str) -> str:
+        return f"/crm/v3/objects/{self._object_name(object_type)}"
+
+    def _object_name(self, object_type: str) -> str:
         if not _OBJECT.match(object_type):
             raise VendorValidationError(
                 f"{self.connection}: {object_type!r} is not a HubSpot object type",
                 "use e.g. contacts, companies, deals or a custom object's id",
                 vendor=self.connection,
             )
-        return f"/crm/v3/objects/{object_type}"
+        return object_type
 
     def _search(self, run: _Search, limit: int | None) -> Iterator[dict[str, Any]]:
         """The pages of one search query, up to ``limit`` or the cap."""
@@ -623,6 +656,32 @@ def _record_ms(record: Mapping[str, Any], prop: str) -> int:
     if text.isdigit():
         return int(text)
     return _epoch_ms(datetime.fromisoformat(text.replace("Z", "+00:00")))
+
+
+def _associated(targets: Iterable[Mapping[str, Any]]) -> list[tuple[bool, str]]:
+    """(is primary, id) of each associated object of one v4 batch-read result."""
+    return [
+        (
+            any(
+                (t.get("label") or "").lower() == "primary"
+                for t in target.get("associationTypes") or []
+            ),
+            str(target["toObjectId"]),
+        )
+        for target in targets
+        if target.get("toObjectId") is not None
+    ]
+
+
+def _primary_first(targets: list[tuple[bool, str]]) -> list[str]:
+    ordered = sorted(
+        set(targets), key=lambda t: (not t[0], int(t[1]) if t[1].isdigit() else 0, t[1])
+    )
+    ids: list[str] = []
+    for _, target in ordered:
+        if target not in ids:
+            ids.append(target)
+    return ids
 
 
 def _chunks(items: Sequence[Any], size: int) -> Iterator[Sequence[Any]]:

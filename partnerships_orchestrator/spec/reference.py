@@ -470,7 +470,9 @@ for `string` inputs).
 - `sync`: one asset and warehouse table `<id>_<object>` per object (HubSpot `contacts`,
   `companies`, `deals`; Salesforce `accounts`, `contacts`, `opportunities`): `id`, one typed
   column per property (Salesforce fields in snake case), `modified_at`, `is_deleted`,
-  `deleted_at`, `synced_at`, `raw` (JSON). Incremental by last-modified time, rows and cursor
+  `deleted_at`, `synced_at`, `raw` (JSON); HubSpot deals also always have `stage` (`dealstage`
+  with `closedwon` / `closedlost` read as `closed`) and `company_id` (the associated company's
+  `id`, its primary one first). Incremental by last-modified time, rows and cursor
   committed together; deleted records marked; `full_refresh` in the launchpad config (or
   `partnerships materialize --full-refresh`). Reads the provider's connection, else the sandbox
   demo CRM. Checks `unique_id` and `required_columns`.

@@ -340,3 +340,78 @@ def test_dataset_trigger_runs_the_playbook_after_the_asset_materializes(
         dg.build_sensor_context(instance=instance, repository_def=repo, cursor=cursor)
     )
     assert len(third.run_requests or []) == 1
+
+
+# the `kind: dataset` and `kind: metrics` examples of the language reference, verbatim, on the
+# tables a `kind: sync` of HubSpot lands from the sandbox demo CRM (no connection configured)
+SPEC_EXAMPLES = """
+kind: sync
+id: hubspot
+provider: hubspot
+objects: [companies, deals]
+---
+kind: dataset
+id: partner_engagement
+sql: |
+  select c.id, c.name, count(d.id) as open_deals
+  from hubspot_companies c left join hubspot_deals d on d.company_id = c.id
+  group by c.id, c.name
+checks:
+  - {type: unique, column: id}
+  - {type: not_null, column: name}
+---
+kind: metrics
+id: partner-health
+metrics:
+  - {id: active_partners, sql: "select count(*) from partners where status = 'active'", target: 120}
+  - {id: open_pipeline_usd, sql: "select sum(amount) from hubspot_deals where stage != 'closed'"}
+"""
+
+
+def test_spec_dataset_and_metrics_examples_materialize_on_the_sandbox_crm(
+    materialize: Materialize, warehouse: sa.Engine
+) -> None:
+    from datetime import date
+
+    from partnerships_orchestrator.assets.demo_crm import PARTNERS, SEED
+    from partnerships_orchestrator.demo import generate_demo_rows
+
+    result = materialize(SPEC_EXAMPLES)
+    assert result.success
+    source = generate_demo_rows(partners=PARTNERS, seed=SEED, today=date.today())
+    # open_deals: every deal of the source counted at its partner's company, none lost
+    with warehouse.connect() as conn:
+        per_partner = dict(
+            conn.execute(
+                sa.text(
+                    "select c.partner_key, e.open_deals from partner_engagement e "
+                    "join hubspot_companies c on c.id = e.id"
+                )
+            ).all()
+        )
+    expected = {p["id"]: 0 for p in source["partners"]}
+    for deal in source["deals"]:
+        expected[deal["partner_id"]] += 1
+    assert per_partner == expected
+    assert sum(expected.values()) == len(source["deals"]) > 0
+    assert 0 in expected.values() and max(expected.values()) > 1  # both cases covered
+    checks = {e.check_name: e.passed for e in result.get_asset_check_evaluations()}
+    assert checks["unique_id"] and checks["not_null_name"]
+    # the metrics: active partners of the warehouse, the open pipeline of the source's deals
+    metrics = next(
+        e.materialization.metadata
+        for e in result.get_asset_materialization_events()
+        if e.asset_key.to_user_string() == "partner_health"
+    )
+    active = scalar(warehouse, "select count(*) from partners where status = 'active'")
+    assert active > 0
+    assert metrics["active_partners"].value == active
+    open_amount = sum(
+        d["amount"] for d in source["deals"] if d["stage"] not in ("closed_won", "closed_lost")
+    )
+    closed = [d for d in source["deals"] if d["stage"] in ("closed_won", "closed_lost")]
+    assert closed and open_amount > 0  # the filter has something to leave out
+    assert metrics["open_pipeline_usd"].value == pytest.approx(float(open_amount))
+    stages = scalar(warehouse, "select count(distinct stage) from hubspot_deals")
+    assert stages == len({d["stage"] for d in source["deals"]} - {"closed_won", "closed_lost"}) + 1
+    assert scalar(warehouse, "select count(*) from hubspot_deals where dealstage = 'closedwon'")

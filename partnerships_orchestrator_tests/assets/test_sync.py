@@ -119,6 +119,69 @@ def test_hubspot_sync_lands_every_record_then_only_changes(
         crm.close()
 
 
+def test_hubspot_deals_land_stage_and_their_company_first_and_incrementally(
+    hubspot: HubSpotEmulator, warehouse: sa.Engine
+) -> None:
+    companies = hubspot.seed("companies", 5, start_ms=START_MS)
+    deals = hubspot.seed("deals", 250, start_ms=START_MS, step_ms=1000)  # 3 association pages
+    for n, deal in enumerate(deals[:240]):  # the last 10 have no company
+        hubspot.associate("deals", deal, "companies", companies[n % 5])
+    hubspot.associate("deals", deals[7], "companies", companies[4], primary=True)
+    crm = hubspot_crm(hubspot)
+    obj = crm_object("hubspot", "deals")
+
+    def truth() -> dict[str, tuple[Any, ...]]:
+        with hubspot.lock:
+            records = hubspot.state.objects["deals"].values()
+            out = {}
+            for r in records:
+                linked = r.associations.get("companies") or {}
+                primary = [c for c, p in linked.items() if p]
+                company = (primary or sorted(linked) or [None])[0]
+                stage = r.properties["dealstage"]
+                out[str(r.id)] = (
+                    stage,
+                    "closed" if stage in ("closedwon", "closedlost") else stage,
+                    None if company is None else str(company),
+                    False,
+                )
+            return out
+
+    try:
+        first = run_sync(warehouse, HubSpotSource(crm), obj, "hubspot_deals")
+        assert first.inserted == 250
+        landed = table_rows(warehouse, "hubspot_deals", "dealstage", "stage", "company_id")
+        assert landed == truth()
+        assert landed[deals[7]][2] == companies[4]  # the primary company, not the lowest id
+        assert {v[1] for v in landed.values()} == {
+            "appointmentscheduled",
+            "qualifiedtobuy",
+            "closed",
+        }
+        assert sum(1 for v in landed.values() if v[2] is None) == 10
+        calls = hubspot.requests("/crm/v4/associations/deals/companies/batch/read")
+        assert [len(r.json()["inputs"]) for r in calls] == [100, 100, 50]
+
+        # a deal moved to another company and closed, one gaining a company: read on change
+        later = START_MS + 3_600_000
+        hubspot.associate("deals", deals[245], "companies", companies[1])
+        with hubspot.lock:
+            for deal_id, stage in ((deals[0], "closedlost"), (deals[245], "contractsent")):
+                record = hubspot.state.objects["deals"][int(deal_id)]
+                record.properties["dealstage"] = stage
+                hubspot._touch("deals", record, later)
+            moved = hubspot.state.objects["deals"][int(deals[0])]
+            moved.associations["companies"] = {int(companies[3]): True}
+        second = run_sync(warehouse, HubSpotSource(crm), obj, "hubspot_deals")
+        assert second.seen >= 2 and second.inserted == 0
+        landed = table_rows(warehouse, "hubspot_deals", "dealstage", "stage", "company_id")
+        assert landed == truth()
+        assert landed[deals[0]] == ("closedlost", "closed", companies[3], False)
+        assert landed[deals[245]] == ("contractsent", "contractsent", companies[1], False)
+    finally:
+        crm.close()
+
+
 def test_full_refresh_marks_records_gone_from_the_vendor(
     hubspot: HubSpotEmulator, warehouse: sa.Engine
 ) -> None:

@@ -11,6 +11,7 @@ import dagster as dg
 import httpx
 import pytest
 from hubspot import HubSpot
+from hubspot.crm.associations.v4 import BatchInputPublicFetchAssociationsBatchRequest
 from hubspot.crm.contacts import ApiException, Filter, FilterGroup, PublicObjectSearchRequest
 
 from partnerships_orchestrator.connectors.errors import (
@@ -202,6 +203,41 @@ def test_batch_read_returns_the_objects_found_in_chunks_of_100(
     assert [len(r.json()["inputs"]) for r in hubspot.requests(f"{CONTACTS}/batch/read")] == [
         100,
         51,
+    ]
+
+
+def test_associated_ids_read_v4_batches_primary_first_and_skip_records_without_any(
+    hubspot: HubSpotEmulator, make_crm: MakeCRM
+) -> None:
+    deals = hubspot.seed("deals", 150)
+    companies = hubspot.seed("companies", 3)
+    for n, deal in enumerate(deals[:140]):
+        hubspot.associate("deals", deal, "companies", companies[n % 2])
+    hubspot.associate("deals", deals[0], "companies", companies[2], primary=True)
+    found = make_crm().associated_ids("deals", "companies", deals)
+    assert set(found) == set(deals[:140])  # the last 10 have none: left out, no error
+    assert found[deals[0]] == [companies[2], companies[0]]  # primary first
+    assert found[deals[1]] == [companies[1]]
+    calls = hubspot.requests("/crm/v4/associations/deals/companies/batch/read")
+    assert [len(r.json()["inputs"]) for r in calls] == [100, 50]
+    # the emulator answers in HubSpot's shape: the official SDK reads it, and list / get
+    # return the v3 `associations` the SDK knows too
+    client = HubSpot(access_token=hubspot.issue_private_token(), host=hubspot.base_url)
+    page = client.crm.associations.v4.batch_api.get_page(
+        "deals",
+        "companies",
+        BatchInputPublicFetchAssociationsBatchRequest(inputs=[{"id": deals[0]}]),
+    )
+    (result,) = page.results
+    assert result._from.id == deals[0]
+    assert [str(t.to_object_id) for t in result.to] == [companies[0], companies[2]]
+    assert {a.label for a in result.to[1].association_types} == {"Primary", None}
+    deal = client.crm.deals.basic_api.get_by_id(deals[1], associations=["companies"])
+    assert [a.id for a in deal.associations["companies"].results] == [companies[1]]
+    listed = client.crm.deals.basic_api.get_page(limit=2, associations=["companies"])
+    assert [[a.id for a in r.associations["companies"].results] for r in listed.results] == [
+        [companies[0], companies[2]],
+        [companies[1]],
     ]
 
 

@@ -9,6 +9,11 @@ Follows API_CONTRACTS §1 closely enough for ``hubspot-api-client`` (§12):
   ``limit`` clamped to 200, ``after`` offsets; 400 at or past the 10,000th result.
 - ``POST .../{type}/batch/read`` and ``.../batch/upsert`` (≤100 inputs; 207 with ``errors[]`` and
   ``numErrors`` when some inputs fail: unknown properties, invalid emails, non-unique idProperty).
+- ``POST /crm/v4/associations/{from}/{to}/batch/read`` (``{"inputs":[{"id"}]}``, ≤1,000 inputs):
+  per input with associations ``{"from":{"id"},"to":[{"toObjectId":<int>,"associationTypes":
+  [{"category":"HUBSPOT_DEFINED","typeId","label"}]}]}``; inputs without any get a
+  ``NO_ASSOCIATIONS_FOUND`` error (207). List and get take ``associations=companies`` and return
+  ``associations.companies.results[].id`` (search never returns associations).
 - ``POST /oauth/v1/token`` and ``/oauth/2026-03/token``: ``authorization_code`` and
   ``refresh_token`` grants, form-encoded, ``expires_in`` 1,800 s on the fake clock.
 
@@ -118,6 +123,7 @@ class HsRecord:
     created_ms: int
     updated_ms: int
     archived: bool = False
+    associations: dict[str, dict[int, bool]] = field(default_factory=dict)  # type -> id: primary
 
 
 @dataclass
@@ -228,6 +234,18 @@ class HubSpotEmulator(Emulator[HubSpotState]):
             stamp = modified_ms if modified_ms is not None else int(self.clock.now() * 1000)
             return self._create(object_type, dict(properties), stamp)
 
+    def associate(
+        self, from_type: str, from_id: str, to_type: str, to_id: str, *, primary: bool = False
+    ) -> None:
+        """Associate two records (both directions, like HubSpot); the records' modified times
+        do not move."""
+        with self.lock:
+            source = self.state.objects[from_type][int(from_id)]
+            target = self.state.objects[to_type][int(to_id)]
+            source.associations.setdefault(to_type, {})[target.id] = primary
+            target.associations.setdefault(from_type, {})[source.id] = primary
+            self.state.version += 1
+
     def record(self, object_type: str, object_id: str) -> HsRecord | None:
         with self.lock:
             return self.state.objects[object_type].get(int(object_id))
@@ -243,6 +261,13 @@ class HubSpotEmulator(Emulator[HubSpotState]):
             Route("/oauth/v1/token", self._token, methods=["POST"]),
             Route("/oauth/2026-03/token", self._token, methods=["POST"]),
         ]
+        routes.append(
+            Route(
+                "/crm/v4/associations/{from_type}/{to_type}/batch/read",
+                self._associations_read,
+                methods=["POST"],
+            )
+        )
         for prefix in OBJECT_PREFIXES:
             routes += [
                 Route(f"{prefix}/{{object_type}}", self._list, methods=["GET"]),
@@ -325,13 +350,14 @@ class HubSpotEmulator(Emulator[HubSpotState]):
             return _error(400, f"Invalid after cursor: {after}", headers=headers)
         archived = params.get("archived", "false").lower() == "true"
         wanted = _requested(params.getlist("properties"))
+        linked = _requested(params.getlist("associations")) or []
         with self.lock:
             records = self.state.objects[object_type]
             ids = [i for i in sorted(records) if i >= int(after)]
             ids = [i for i in ids if records[i].archived == archived]
             page = ids[:limit]
             body: dict[str, Any] = {
-                "results": [self._render(object_type, records[i], wanted) for i in page]
+                "results": [self._render(object_type, records[i], wanted, linked) for i in page]
             }
         if len(ids) > limit:
             cursor = str(ids[limit])
@@ -356,7 +382,8 @@ class HubSpotEmulator(Emulator[HubSpotState]):
                     headers=headers,
                 )
             wanted = _requested(request.query_params.getlist("properties"))
-            return JSONResponse(self._render(object_type, record, wanted), headers=headers)
+            linked = _requested(request.query_params.getlist("associations")) or []
+            return JSONResponse(self._render(object_type, record, wanted, linked), headers=headers)
 
     async def _search(self, request: Request) -> Response:
         object_type = request.path_params["object_type"]
@@ -436,6 +463,59 @@ class HubSpotEmulator(Emulator[HubSpotState]):
                 }
             ]
         return JSONResponse(payload, status_code=207 if missing else 200, headers=headers)
+
+    async def _associations_read(self, request: Request) -> Response:
+        from_type, to_type = request.path_params["from_type"], request.path_params["to_type"]
+        refused, headers = self._authorize(request)
+        if refused is not None:
+            return refused
+        for name in (from_type, to_type):
+            if name not in self.state.objects:
+                return _error(400, f"Unable to infer object type from: {name}", headers=headers)
+        body = await _json_body(request)
+        inputs = body.get("inputs") if isinstance(body, dict) else None
+        if not isinstance(inputs, list) or not inputs:
+            return _error(400, "Invalid input JSON : inputs must not be empty", headers=headers)
+        if len(inputs) > ASSOCIATION_BATCH_MAX:
+            return _error(
+                400,
+                f"Batch input limit exceeded: {len(inputs)} inputs, the maximum is "
+                f"{ASSOCIATION_BATCH_MAX}",
+                headers=headers,
+            )
+        started = iso_ms(int(self.clock.now() * 1000))
+        results, errors = [], []
+        with self.lock:
+            records = self.state.objects[from_type]
+            for item in inputs:
+                key = str(item.get("id")) if isinstance(item, dict) else ""
+                record = records.get(int(key)) if key.isdigit() else None
+                linked = record.associations.get(to_type) if record else None
+                if not linked:
+                    errors.append(_no_associations(from_type, to_type, key))
+                    continue
+                results.append(
+                    {
+                        "from": {"id": key},
+                        "to": [
+                            {
+                                "toObjectId": target,
+                                "associationTypes": _association_types(from_type, to_type, primary),
+                            }
+                            for target, primary in sorted(linked.items())
+                        ],
+                    }
+                )
+        payload: dict[str, Any] = {
+            "status": "COMPLETE",
+            "results": results,
+            "startedAt": started,
+            "completedAt": iso_ms(int(self.clock.now() * 1000)),
+        }
+        if errors:
+            payload["numErrors"] = len(errors)
+            payload["errors"] = errors
+        return JSONResponse(payload, status_code=207 if errors else 200, headers=headers)
 
     async def _batch_upsert(self, request: Request) -> Response:
         object_type = request.path_params["object_type"]
@@ -724,7 +804,11 @@ class HubSpotEmulator(Emulator[HubSpotState]):
         self.state.version += 1
 
     def _render(
-        self, object_type: str, record: HsRecord, wanted: list[str] | None
+        self,
+        object_type: str,
+        record: HsRecord,
+        wanted: list[str] | None,
+        linked: list[str] | None = None,
     ) -> dict[str, Any]:
         names = wanted if wanted is not None else list(DEFAULT_PROPERTIES[object_type])
         known = self.state.properties[object_type]
@@ -737,7 +821,56 @@ class HubSpotEmulator(Emulator[HubSpotState]):
         }
         if record.archived:
             rendered["archivedAt"] = iso_ms(record.updated_ms)
+        associations = {
+            to_type: {
+                "results": [
+                    {"id": str(target), "type": f"{_singular(object_type)}_to_{_singular(to_type)}"}
+                    for target in sorted(record.associations[to_type])
+                ]
+            }
+            for to_type in linked or []
+            if record.associations.get(to_type)
+        }
+        if associations:
+            rendered["associations"] = associations
         return rendered
+
+
+ASSOCIATION_BATCH_MAX = 1000
+# HubSpot-defined association type ids: (from, to) -> (unlabeled, primary)
+ASSOCIATION_TYPE_IDS: dict[tuple[str, str], tuple[int, int]] = {
+    ("deals", "companies"): (341, 5),
+    ("companies", "deals"): (342, 6),
+    ("contacts", "companies"): (279, 1),
+    ("companies", "contacts"): (280, 2),
+    ("deals", "contacts"): (3, 3),
+    ("contacts", "deals"): (4, 4),
+}
+
+
+def _singular(object_type: str) -> str:
+    return {"companies": "company"}.get(object_type, object_type.removesuffix("s"))
+
+
+def _association_types(from_type: str, to_type: str, primary: bool) -> list[dict[str, Any]]:
+    unlabeled, primary_id = ASSOCIATION_TYPE_IDS.get((from_type, to_type), (1, 1))
+    types: list[dict[str, Any]] = [
+        {"category": "HUBSPOT_DEFINED", "typeId": unlabeled, "label": None}
+    ]
+    if primary:
+        types.insert(0, {"category": "HUBSPOT_DEFINED", "typeId": primary_id, "label": "Primary"})
+    return types
+
+
+def _no_associations(from_type: str, to_type: str, object_id: str) -> dict[str, Any]:
+    return {
+        "status": "error",
+        "category": "NO_ASSOCIATIONS_FOUND",
+        "subCategory": "crm.associations.NO_ASSOCIATIONS_FOUND",
+        "message": f"No {_singular(to_type)} is associated with {_singular(from_type)} "
+        f"{object_id}.",
+        "context": {"fromObjectId": [object_id]},
+    }
 
 
 def _modified(object_type: str) -> str:
