@@ -16,6 +16,7 @@ from partnerships_orchestrator.compiler.location import build_repository
 from partnerships_orchestrator.demo import seed_demo_data
 from partnerships_orchestrator.settings import load_settings
 from partnerships_orchestrator.spec.lineage import SqlProblem, tables_read
+from partnerships_orchestrator_tests.emulators.hubspot import HubSpotEmulator
 
 Materialize = Callable[..., dg.ExecuteInProcessResult]
 
@@ -415,3 +416,54 @@ def test_spec_dataset_and_metrics_examples_materialize_on_the_sandbox_crm(
     stages = scalar(warehouse, "select count(distinct stage) from hubspot_deals")
     assert stages == len({d["stage"] for d in source["deals"]} - {"closed_won", "closed_lost"}) + 1
     assert scalar(warehouse, "select count(*) from hubspot_deals where dealstage = 'closedwon'")
+
+
+def test_spec_dataset_and_metrics_examples_materialize_through_a_hubspot_connection(
+    materialize: Materialize,
+    warehouse: sa.Engine,
+    hubspot: HubSpotEmulator,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    companies = hubspot.seed("companies", 8)
+    deals = hubspot.seed("deals", 230)  # amounts vary; stages cycle through one closed stage
+    expected = dict.fromkeys(companies, 0)
+    for n, deal in enumerate(deals[:220]):  # 10 deals without a company; 2 companies without deals
+        company = companies[n % 6]
+        hubspot.associate("deals", deal, "companies", company, primary=True)
+        expected[company] += 1
+    hubspot.associate("deals", deals[1], "companies", companies[0])  # lower id, not primary
+    monkeypatch.setenv("HUBSPOT_TOKEN", hubspot.issue_private_token())
+    connection = (
+        "kind: connections\nid: default\nconnections:\n"
+        f'  hubspot: {{token: "${{env:HUBSPOT_TOKEN}}", base_url: {hubspot.base_url}}}\n---\n'
+    )
+    result = materialize(connection + SPEC_EXAMPLES)
+    assert result.success
+    with warehouse.connect() as conn:
+        per_company = dict(
+            conn.execute(sa.text("select id, open_deals from partner_engagement")).all()
+        )
+    assert per_company == expected
+    with hubspot.lock:
+        records = [hubspot.state.objects["deals"][int(d)].properties for d in deals]
+    open_amount = sum(
+        float(p["amount"] or 0)
+        for p in records
+        if p["dealstage"] not in ("closedwon", "closedlost")
+    )
+    assert 0 < open_amount < sum(float(p["amount"] or 0) for p in records)
+    metrics = next(
+        e.materialization.metadata
+        for e in result.get_asset_materialization_events()
+        if e.asset_key.to_user_string() == "partner_health"
+    )
+    assert metrics["open_pipeline_usd"].value == pytest.approx(open_amount)
+    assert metrics["active_partners"].value == scalar(
+        warehouse, "select count(*) from partners where status = 'active'"
+    )
+    sync = next(
+        e.materialization.metadata
+        for e in result.get_asset_materialization_events()
+        if e.asset_key.to_user_string() == "hubspot_deals"
+    )
+    assert sync["sandbox"].value is False
