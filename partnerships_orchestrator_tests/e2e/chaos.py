@@ -448,7 +448,7 @@ def run_campaign(
     that every kill finds messages still to send), recovering after each."""
     emulator = stack.emulator
     started = time.monotonic()
-    run_id = stack.launch()
+    run_id = first = stack.launch()
     done: list[Kill] = []
     for index, target in enumerate(targets):
         delivered = len(emulator.state.delivered)
@@ -472,7 +472,12 @@ def run_campaign(
     finish(stack, run_id)
     for kill in done:
         kill.late = stack.claims_after(kill.run_id, kill.wall)
-    letters = stack.cli_json("dead-letters", "--playbook", PLAYBOOK_ID)
+    # A stack may serve several campaigns: this one's letters and runs share its root run.
+    letters = [
+        letter
+        for letter in stack.cli_json("dead-letters", "--playbook", PLAYBOOK_ID)
+        if letter.get("root_run_id") == first
+    ]
     return Report(
         recipients=stack.recipients,
         kills=done,
@@ -480,7 +485,7 @@ def run_campaign(
         expected=stack.expected_recipients(),
         unknown=[letter for letter in letters if is_unknown_outcome(letter)],
         dead_letters=letters,
-        runs=stack.runs(),
+        runs=[r for r in stack.runs() if first in (r["runId"], r["rootRunId"])],
         seconds=time.monotonic() - started,
     )
 

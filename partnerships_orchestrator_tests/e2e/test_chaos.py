@@ -23,6 +23,7 @@ pytestmark = pytest.mark.e2e
 TARGETS = ["step"] * 3 + ["run_worker"] * 3 + ["daemon", "webserver"]
 RECIPIENTS = 200
 RATE = 20  # messages a second: slow enough that every kill lands while messages remain
+MAX_CAMPAIGNS = 3
 
 
 @pytest.fixture(scope="module")
@@ -46,20 +47,37 @@ def test_a_bulk_send_survives_sigkills_without_duplicates_or_silent_gaps(
     seed = int(os.environ.get("CHAOS_SEED") or random.randrange(1 << 30))
     rng = random.Random(seed)
     targets = rng.sample(TARGETS, len(TARGETS))
+    reports: list[chaos.Report] = []
     with chaos.running_stack(tmp_path, receiver, recipients=RECIPIENTS, rate=RATE) as stack:
-        report = chaos.run_campaign(stack, targets, rng, say=print)
-    context = f"seed {seed} (rerun with CHAOS_SEED={seed}): {report.summary()}"
-    print(context)
+        # A send may finish before every planned kill (a loaded machine finds and kills its
+        # target late): the kills left over go to a fresh campaign, a new root run counted at a
+        # receiver started afresh, and every campaign is held to the same rules.
+        while len(reports) < MAX_CAMPAIGNS:
+            remaining = targets[sum(len(r.kills) for r in reports) :]
+            if not remaining:
+                break
+            if reports:
+                receiver.reset()
+                receiver.configure(limit=RATE * 10, window=1.0)
+            reports.append(chaos.run_campaign(stack, remaining, rng, say=print))
+            _check_campaign(reports[-1], requests_in_flight, f"seed {seed}")
+    kills = [k for r in reports for k in r.kills]
+    context = f"seed {seed} (rerun with CHAOS_SEED={seed}): {[r.summary() for r in reports]}"
+    assert len(kills) == len(targets), f"the sends finished before every kill; {context}"
+    assert {k.target for k in kills} == set(chaos.TARGETS), context
+    assert chaos.processes_with(stack.marker) == []  # nothing outlives the stack
 
-    assert len(report.kills) == len(targets), f"the send finished before every kill; {context}"
-    assert {k.target for k in report.kills} == set(chaos.TARGETS), context
+
+def _check_campaign(report: chaos.Report, requests_in_flight: int, seed: str) -> None:
+    context = f"{seed} (rerun with CHAOS_SEED={seed.split()[-1]}): {report.summary()}"
+    print(context)
     assert report.duplicates == 0, context
     # Every recipient not reached is a dead letter saying its outcome is unknown (its request
     # may have left when its sender died), never a silent gap ...
     assert report.missing <= report.unknown_recipients, context
     # ... and only messages in flight when a sender died are unknown: at 20 messages a second the
     # fan-out keeps one request in flight, so at most one per killed process.
-    assert len(report.unknown) <= requests_in_flight * len(report.kills) == 8, context
+    assert len(report.unknown) <= requests_in_flight * len(report.kills), context
     assert len(report.unknown_recipients) == len(report.unknown), context  # one letter each
     # A run whose step process or run worker was killed (Dagster reports it failed at once)
     # sends nothing after the kill but the request that was already departing (its ledger claim,
@@ -72,4 +90,3 @@ def test_a_bulk_send_survives_sigkills_without_duplicates_or_silent_gaps(
     last = report.runs[0]
     assert last["status"] == "SUCCESS" or report.dead_letters, context
     assert all(r["rootRunId"] in (None, report.runs[-1]["runId"]) for r in report.runs), context
-    assert chaos.processes_with(stack.marker) == []  # nothing outlives the stack
