@@ -19,6 +19,7 @@ from pathlib import Path
 
 import httpx
 
+from partnerships_orchestrator.compiler import naming
 from partnerships_orchestrator.instance import (
     PACKAGE_ROOT,
     POSTGRES_ENV,
@@ -203,10 +204,10 @@ def location_status(url: str) -> LocationStatus | None:
     playbook_jobs = [j for j in jobs if not j.startswith("__")]
     return LocationStatus(
         True,
-        jobs=len([j for j in playbook_jobs if not j.startswith("invalid__")]),
+        jobs=len([j for j in playbook_jobs if not naming.is_invalid_job(j)]),
         schedules=sum(len(r["schedules"]) for r in loaded["repositories"]),
         sensors=sum(len(r["sensors"]) for r in loaded["repositories"]),
-        invalid=len([j for j in playbook_jobs if j.startswith("invalid__")]),
+        invalid=len([j for j in playbook_jobs if naming.is_invalid_job(j)]),
     )
 
 

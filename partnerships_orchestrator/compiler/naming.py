@@ -73,5 +73,13 @@ def max_runs_tag(limit: int) -> str:
     return f"{MAX_RUNS_TAG_PREFIX}{limit}"
 
 
+INVALID_JOB_PREFIX = "invalid__"
+
+
 def invalid_job_name(file_stem: str) -> str:
-    return f"invalid__{safe(file_stem)}"
+    return f"{INVALID_JOB_PREFIX}{safe(file_stem)}"
+
+
+def is_invalid_job(job_name: str) -> bool:
+    """Whether a job stands for a document that did not validate."""
+    return job_name.startswith(INVALID_JOB_PREFIX)
