@@ -13,6 +13,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from partnerships_orchestrator.assets.writer import quote_ident
 from partnerships_orchestrator.compiler.naming import safe
 from partnerships_orchestrator.spec.models import Check
 
@@ -38,10 +39,6 @@ def check_names(checks: Sequence[Check]) -> list[str]:
     return names
 
 
-def _q(name: str) -> str:
-    return '"' + name.replace('"', '""') + '"'
-
-
 def _scalar(conn: sa.Connection, sql: str, **params: Any) -> Any:
     return conn.execute(sa.text(sql), params).scalar()
 
@@ -61,7 +58,7 @@ def run_check(
             + ", ".join(f"`{c}`" for c in columns),
             {"columns": ", ".join(columns)},
         )
-    t, c = _q(table), _q(check.column or "")
+    t, c = quote_ident(table), quote_ident(check.column or "")
     with engine.connect() as conn:
         if check.type == "unique":
             dupes = _values(

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 import sqlalchemy as sa
 
+from partnerships_orchestrator.assets.writer import quote_ident
 from partnerships_orchestrator.errors import StepError
 
 
@@ -23,10 +24,6 @@ class DatasetResult:
     rows: int
     columns: list[str]
     duration_seconds: float
-
-
-def _quote(name: str) -> str:
-    return '"' + name.replace('"', '""') + '"'
 
 
 def build_table(engine: sa.Engine, table: str, sql: str, label: str = "") -> DatasetResult:
@@ -48,9 +45,9 @@ def _build(engine: sa.Engine, table: str, sql: str) -> DatasetResult:
     started = time.monotonic()
     building = f"{table}__building_{uuid.uuid4().hex[:8]}"
     statements = [
-        f"CREATE TABLE {_quote(building)} AS {sql.strip().rstrip(';')}",
-        f"DROP TABLE IF EXISTS {_quote(table)}",
-        f"ALTER TABLE {_quote(building)} RENAME TO {_quote(table)}",
+        f"CREATE TABLE {quote_ident(building)} AS {sql.strip().rstrip(';')}",
+        f"DROP TABLE IF EXISTS {quote_ident(table)}",
+        f"ALTER TABLE {quote_ident(building)} RENAME TO {quote_ident(table)}",
     ]
     sqlite = engine.dialect.name == "sqlite"
     raw = engine.raw_connection()
@@ -64,7 +61,7 @@ def _build(engine: sa.Engine, table: str, sql: str) -> DatasetResult:
                 cursor.execute("BEGIN IMMEDIATE")
             for statement in statements:
                 cursor.execute(statement)
-            cursor.execute(f"SELECT count(*) FROM {_quote(table)}")  # nosec B608 # table name quoted by _quote
+            cursor.execute(f"SELECT count(*) FROM {quote_ident(table)}")  # nosec B608 # table name quoted by quote_ident
             (rows,) = cursor.fetchone() or (0,)
             cursor.execute("COMMIT") if sqlite else raw.commit()
         except BaseException:

@@ -16,7 +16,7 @@ from datetime import UTC, date, datetime
 from functools import cache
 from typing import Any
 
-from partnerships_orchestrator.assets.crm_schema import CrmObject
+from partnerships_orchestrator.assets.crm_schema import CrmObject, to_utc_naive
 from partnerships_orchestrator.assets.crm_source import Change, Cursor
 from partnerships_orchestrator.demo import generate_demo_rows
 
@@ -226,7 +226,6 @@ class DemoCRM:
         modified: datetime | None,
         deleted_at: datetime | None,
     ) -> Change:
-        from partnerships_orchestrator.assets.crm_schema import to_utc_naive
 
         values = {k: v for k, v in record.items() if k in keep}
         if modified is not None:

@@ -39,7 +39,8 @@ def writer_for(conn: sa.Connection | sa.Engine) -> RowWriter:
     return PostgresWriter() if conn.dialect.name == "postgresql" else SqliteWriter()
 
 
-def _quote(name: str) -> str:
+def quote_ident(name: str) -> str:
+    """A table or column name quoted for SQL (embedded quotes doubled)."""
     return '"' + name.replace('"', '""') + '"'
 
 
@@ -73,8 +74,8 @@ class PostgresWriter:
         if not rows:
             return Upserted(0, 0)
         names = [c.name for c in table.columns]
-        target, stage = _quote(table.name), _quote(f"stage_{table.name}")
-        columns = ", ".join(_quote(n) for n in names)
+        target, stage = quote_ident(table.name), quote_ident(f"stage_{table.name}")
+        columns = ", ".join(quote_ident(n) for n in names)
         driver = conn.connection.driver_connection
         assert driver is not None  # nosec B101 # invariant for mypy: an open connection has its driver connection
         with driver.cursor() as cursor:
@@ -85,12 +86,14 @@ class PostgresWriter:
             with cursor.copy(f"COPY {stage} ({columns}) FROM STDIN") as copy:
                 for row in rows:
                     copy.write_row([row.get(n) for n in names])
-            cursor.execute(f"SELECT count(*) FROM {stage} s JOIN {target} t ON t.id = s.id")  # nosec B608 # staging and target names quoted by _quote
+            cursor.execute(f"SELECT count(*) FROM {stage} s JOIN {target} t ON t.id = s.id")  # nosec B608 # staging and target names quoted by quote_ident
             found = cursor.fetchone()
             existing = int(found[0]) if found else 0
-            updates = ", ".join(f"{_quote(n)} = EXCLUDED.{_quote(n)}" for n in names if n != "id")
+            updates = ", ".join(
+                f"{quote_ident(n)} = EXCLUDED.{quote_ident(n)}" for n in names if n != "id"
+            )
             cursor.execute(
-                f"INSERT INTO {target} ({columns}) SELECT {columns} FROM {stage} "  # nosec B608 # staging and target names and columns quoted by _quote
+                f"INSERT INTO {target} ({columns}) SELECT {columns} FROM {stage} "  # nosec B608 # staging and target names and columns quoted by quote_ident
                 f"ON CONFLICT (id) DO UPDATE SET {updates}"
             )
             cursor.execute(f"DROP TABLE {stage}")
