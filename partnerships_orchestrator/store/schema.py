@@ -7,6 +7,7 @@ SQLite, SQLite's own write lock (``BEGIN IMMEDIATE``) serialises the same work b
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Callable
 from datetime import UTC, datetime
 
@@ -19,17 +20,26 @@ from partnerships_orchestrator.store.legacy_pickles import pickles_to_json
 # any fixed 64-bit number: the advisory lock that guards this product's schema changes
 SCHEMA_LOCK_KEY = 0x5041_5254_4E45_5253
 
+# the tables each engine's database was brought up to date with, in this process
+_ENSURED: weakref.WeakKeyDictionary[Engine, frozenset[str]] = weakref.WeakKeyDictionary()
+
 
 def ensure_schema(engine: Engine) -> None:
     """Create missing tables and run pending migrations; safe in any number of processes.
 
     Every table of ``tables.metadata`` is created, including those the API's stores add to it,
-    so each store calls this instead of creating its own tables outside the lock."""
+    so each store calls this instead of creating its own tables outside the lock. Once done for
+    an engine, it is done again only when a module has added tables to the metadata since (a
+    store built per webhook call or sensor tick takes no schema lock)."""
+    known = frozenset(tables.metadata.tables)
+    if _ENSURED.get(engine) == known:
+        return
     with engine.begin() as conn:
         schema_lock(conn)
         tables.metadata.create_all(conn, checkfirst=True)
         _add_columns(conn)
         _migrate_data(conn)
+    _ENSURED[engine] = known
 
 
 # one-time data migrations, in order; each runs once per database, under the lock
