@@ -130,11 +130,6 @@ def prepare_instance(settings: Settings, pools: Iterable[str] = ()) -> Path:
     return home
 
 
-def open_instance(settings: Settings, pools: Iterable[str] = ()) -> dg.DagsterInstance:
-    """The product's Dagster instance, set up first when needed."""
-    return dg.DagsterInstance.from_config(str(prepare_instance(settings, pools)))
-
-
 def _fingerprint(home: Path, settings: Settings, pools: list[str]) -> str:
     parts = [
         dg.__version__,

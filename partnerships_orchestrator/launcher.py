@@ -26,7 +26,7 @@ from partnerships_orchestrator.instance import (
     dagster_postgres_url,
     instance_config_source,
 )
-from partnerships_orchestrator.settings import Settings
+from partnerships_orchestrator.settings import WEBSERVER_ENV, Settings
 
 __all__ = [
     "POSTGRES_ENV",
@@ -149,7 +149,7 @@ def start_stack(settings: Settings, host: str, port: int, api: ApiOptions | None
     )
     stack.start([_bin("dagster-daemon"), "run", "-w", workspace], env, logs / "daemon.log")
     if api is not None:
-        api_env = {**env, "PARTNERSHIPS_WEBSERVER_URL": f"http://{host}:{port}"}
+        api_env = {**env, WEBSERVER_ENV: f"http://{host}:{port}"}
         stack.start(api.command(host), api_env, logs / "api.log")
     return stack
 

@@ -9,6 +9,7 @@ from pathlib import Path
 DEFAULT_HOME = ".partnerships"
 DEFAULT_PLAYBOOKS = "playbooks"
 DEFAULT_TEMPLATES = "templates"
+WEBSERVER_ENV = "PARTNERSHIPS_WEBSERVER_URL"  # where the API reaches the Dagster webserver
 DATABASE_ENV = "PARTNERSHIPS_DATABASE_URL"
 
 

@@ -26,12 +26,11 @@ from partnerships_orchestrator.api.routers import (
 )
 from partnerships_orchestrator.api.webserver import Webserver
 from partnerships_orchestrator.project import Project
-from partnerships_orchestrator.settings import Settings, load_settings
+from partnerships_orchestrator.settings import WEBSERVER_ENV, Settings, load_settings
 from partnerships_orchestrator.store.audit import AuditLog
 from partnerships_orchestrator.store.tokens import TokenStore
 
 PREFIX = "/api/partnerships"
-WEBSERVER_ENV = "PARTNERSHIPS_WEBSERVER_URL"
 RATE_ENV = "PARTNERSHIPS_API_RATE_LIMIT"
 DEFAULT_RATE = 600  # requests a minute per token, unless the token sets its own
 BODY_LIMIT = 1 << 20  # 1 MiB

@@ -8,6 +8,7 @@ from typing import Any
 import httpx
 
 from partnerships_orchestrator.api.problems import Problem
+from partnerships_orchestrator.settings import WEBSERVER_ENV
 
 LOCATION = "partnerships"
 REPOSITORY = "partnerships"
@@ -69,12 +70,6 @@ mutation($name: String!) {
   }
 }"""
 
-_JOBS = """
-query($location: String!, $repository: String!) {
-  repositoryOrError(repositorySelector: {repositoryLocationName: $location,
-                                         repositoryName: $repository}) {
-    ... on Repository { jobs { name } } } }"""
-
 
 class Webserver:
     """A small GraphQL client for the product's own Dagster webserver."""
@@ -85,7 +80,12 @@ class Webserver:
 
     def _call(self, query: str, variables: dict[str, Any] | None = None) -> dict[str, Any]:
         if not self.url:
-            raise Problem(503, "not-ready", "the API was started without a Dagster webserver")
+            raise Problem(
+                503,
+                "not-ready",
+                "the API was started without a Dagster webserver",
+                hint=f"start it with `partnerships up`, or set {WEBSERVER_ENV} to the webserver's URL",
+            )
         try:
             response = self.client.post(
                 f"{self.url}/graphql", json={"query": query, "variables": variables or {}}
@@ -150,12 +150,6 @@ class Webserver:
         error = result.get("message") or ((result.get("locationOrLoadError") or {}).get("message"))
         if error:
             raise Problem(502, "upstream-error", f"reloading the code location failed: {error}")
-
-    def job_names(self) -> list[str]:
-        data = self._call(_JOBS, {"location": LOCATION, "repository": REPOSITORY})[
-            "repositoryOrError"
-        ]
-        return [j["name"] for j in data.get("jobs", [])]
 
     def alive(self) -> bool:
         if not self.url:
