@@ -26,7 +26,9 @@ def list_audit(
     outcome: Literal["ok", "denied", "refused", "failed"] | None = None,
     since: datetime | None = None,
     until: datetime | None = None,
-    cursor: Annotated[int, Query(ge=0, description="`next_cursor` of the previous page.")] = 0,
+    cursor: Annotated[
+        int, Query(ge=0, le=2**53, description="`next_cursor` of the previous page.")
+    ] = 0,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> dict[str, Any]:
     """Every mutating call and execution request, oldest first: who, what, when, from where,
