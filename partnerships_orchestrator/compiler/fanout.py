@@ -24,7 +24,6 @@ item order: exactly what a `collect: true` step gathered from the mapped steps b
 from __future__ import annotations
 
 import contextvars
-import random
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -46,6 +45,7 @@ from partnerships_orchestrator.compiler.ops import (
     _run_info,
     handle_failure,
     output_scope,
+    retry_policy,
     run_step,
     skipped_by_when,
     step_context,
@@ -462,17 +462,9 @@ def _skip(plan: StepPlan, scope: Scope, tally: _Tally) -> Scope:
 
 
 def retry_delay(policy: OnError, attempt: int) -> float:
-    """Seconds before attempt ``attempt + 1``, as Dagster's RetryPolicy would wait."""
-    delay = policy.delay_seconds
-    if policy.backoff == "exponential":
-        delay *= 2 ** (attempt - 1)
-    elif policy.backoff == "linear":
-        delay *= attempt
-    if policy.jitter == "full":
-        delay = random.uniform(0, delay)  # nosec B311 # retry jitter, not a secret
-    elif policy.jitter == "plus_minus":
-        delay = max(0.0, delay + random.uniform(-delay, delay))  # nosec B311 # retry jitter, not a secret
-    return delay
+    """Seconds before attempt ``attempt + 1``: what Dagster's RetryPolicy waits for a step."""
+    dagster_policy = retry_policy(policy)
+    return float(dagster_policy.calculate_delay(attempt)) if dagster_policy else 0.0
 
 
 def item_statuses(playbook: Playbook, result: dg.ExecuteInProcessResult) -> dict[str, str]:

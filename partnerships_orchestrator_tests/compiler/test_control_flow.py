@@ -5,6 +5,7 @@ from __future__ import annotations
 import dagster as dg
 import pytest
 
+from partnerships_orchestrator.compiler.fanout import retry_delay
 from partnerships_orchestrator.compiler.inputs import check_inputs
 from partnerships_orchestrator.compiler.job import build_job
 from partnerships_orchestrator.connections import build_resources
@@ -161,6 +162,36 @@ steps:
     policy = job.graph.node_named("call").definition.retry_policy
     assert policy.max_retries == 2 and policy.backoff == dg.Backoff.EXPONENTIAL
     assert policy.jitter == dg.Jitter.FULL and policy.delay == 0.05
+
+
+@pytest.mark.parametrize("backoff", ["constant", "linear", "exponential"])
+def test_an_item_inside_a_fan_out_waits_between_attempts_as_a_step_does(
+    run_playbook, hooks, backoff
+):
+    """Items of a fan-out retry inside their step; their waits follow Dagster's own schedule."""
+    hooks.fail_first = 2
+    policy = f"{{action: retry, max_attempts: 3, delay_seconds: 0.05, backoff: {backoff}}}"
+    result = run_playbook(f"""
+id: retrying
+steps:
+  - id: call
+    type: webhook
+    url: "{hooks.url}/hook"
+    json: {{hello: world}}
+    on_error: {policy}
+""")
+    retries = [e for e in result.all_events if e.event_type_value == "STEP_UP_FOR_RETRY"]
+    step_waits = [e.event_specific_data.seconds_to_wait for e in retries]
+    on_error = playbook_from(f"""
+id: fanned
+steps:
+  - id: call
+    type: webhook
+    url: "{hooks.url}/hook"
+    on_error: {policy}
+""").steps[0].on_error  # the policy a fan-out item runs under
+    assert len(step_waits) == 2
+    assert [retry_delay(on_error, n) for n in (1, 2)] == pytest.approx(step_waits)
 
 
 def test_retries_exhausted_fail_the_step_and_write_a_dead_letter(run_playbook, hooks, state):
