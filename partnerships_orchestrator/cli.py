@@ -257,7 +257,7 @@ def materialize(
 
     try:
         summary = materialize_assets(
-            _settings(ctx), assets, full_refresh=full_refresh, progress=not (quiet or as_json)
+            _project(ctx), assets, full_refresh=full_refresh, progress=not (quiet or as_json)
         )
     except PartnershipsError as exc:
         _fail(exc)
@@ -699,7 +699,7 @@ def up(
         if not no_materialize:
             from partnerships_orchestrator.materialize import materialize_on_first_start
 
-            materialize_on_first_start(settings, lambda line: errors.print(line, highlight=False))
+            materialize_on_first_start(project, lambda line: errors.print(line, highlight=False))
     catalog = project.strict_catalog()
     errors.print(
         f"playbooks: {settings.playbooks_dir} ({len(catalog.playbooks())} valid, "

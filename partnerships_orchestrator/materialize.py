@@ -21,7 +21,7 @@ from rich.table import Table
 
 from partnerships_orchestrator.compiler import naming
 from partnerships_orchestrator.errors import PartnershipsError
-from partnerships_orchestrator.settings import Settings
+from partnerships_orchestrator.project import Project
 from partnerships_orchestrator.spec.models import Sync
 from partnerships_orchestrator.spec.suggest import did_you_mean
 
@@ -113,7 +113,7 @@ def _selection(repo: dg.RepositoryDefinition, names: Sequence[str]) -> list[dg.A
 
 
 def materialize_assets(
-    settings: Settings,
+    project: Project,
     names: Sequence[str] = (),
     *,
     full_refresh: bool = False,
@@ -121,18 +121,13 @@ def materialize_assets(
     console: Console | None = None,
 ) -> MaterializeSummary:
     """Materialize the named assets (every asset when none is named) and their checks."""
-    from partnerships_orchestrator.compiler.location import build_repository
-    from partnerships_orchestrator.project import Project
-    from partnerships_orchestrator.spec.loader import load_catalog
-
     console = console or Console(stderr=True, width=200)
-    repo = build_repository(settings)
+    repo = project.repository()
     keys = _selection(repo, names)
     job = repo.get_implicit_global_asset_job_def().get_subset(asset_selection=set(keys))
-    catalog = load_catalog([settings.playbooks_dir], templates_dir=settings.templates_dir)
     syncs = {
         naming.asset_name(a)
-        for doc in catalog.documents
+        for doc in project.catalog.documents
         if isinstance(doc.model, Sync)
         for a in doc.model.asset_ids()
     }
@@ -142,7 +137,7 @@ def materialize_assets(
         run_config["ops"] = {
             name: {"config": {"full_refresh": True}} for name in sorted(selected & syncs)
         }
-    instance = Project(settings).instance
+    instance = project.instance
     run_id = make_new_run_id()
     outcome: dict[str, Any] = {}
 
@@ -243,24 +238,19 @@ class _Watcher:
             self.say(f"[red]{step}[/]: failed: {outcome.error}")
 
 
-def materialize_on_first_start(settings: Settings, say: Any) -> MaterializeSummary | None:
+def materialize_on_first_start(project: Project, say: Any) -> MaterializeSummary | None:
     """What `partnerships up` does on a fresh home: materialize every asset once, so the UI
     shows CRM -> datasets -> metrics -> reports filled in. Nothing when no asset document
     exists or any asset was materialized before."""
-    from partnerships_orchestrator.compiler.location import build_repository
-    from partnerships_orchestrator.project import Project
-
-    repo = build_repository(settings)
-    keys = list(repo.asset_graph.materializable_asset_keys)
+    keys = list(project.repository().asset_graph.materializable_asset_keys)
     if not keys:
         return None
-    instance = Project(settings).instance
-    if any(instance.get_latest_materialization_event(key) for key in keys):
+    if any(project.instance.get_latest_materialization_event(key) for key in keys):
         return None
     say(
         f"materializing {len(keys)} assets on first start (`partnerships materialize` re-runs them)"
     )
-    summary = materialize_assets(settings, progress=False)
+    summary = materialize_assets(project, progress=False)
     done = sum(o.status == "materialized" for o in summary.assets.values())
     say(
         f"assets: {done} of {len(keys)} materialized in {summary.seconds:.0f} s (run {summary.run_id})"

@@ -66,6 +66,7 @@ class Project:
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
+        self._prepared: tuple[list[str], Path] | None = None
 
     @classmethod
     def open(
@@ -144,10 +145,17 @@ class Project:
         return StateStore(self.settings.state_url)
 
     def prepare(self) -> Path:
-        """Set up the home once (Dagster storage, state tables, pools); returns DAGSTER_HOME."""
+        """Set up the home once (Dagster storage, state tables, pools); returns DAGSTER_HOME.
+
+        Done again only when the pools change (a connection added to the folder): the set-up
+        takes a file lock and reads the storage, which a project serving many calls need not
+        repeat."""
         from partnerships_orchestrator.instance import prepare_instance
 
-        return prepare_instance(self.settings, self.pools)
+        pools = self.pools
+        if self._prepared is None or self._prepared[0] != pools:
+            self._prepared = (pools, prepare_instance(self.settings, pools))
+        return self._prepared[1]
 
     @cached_property
     def instance(self) -> dg.DagsterInstance:

@@ -347,8 +347,9 @@ def test_asset_examples_materialize_green_on_demo_data(env: Env) -> None:
     from pypdf import PdfReader
 
     from partnerships_orchestrator.materialize import materialize_assets
+    from partnerships_orchestrator.project import Project
 
-    first = materialize_assets(env.settings, progress=False)
+    first = materialize_assets(Project(env.settings), progress=False)
     assert first.success, first.as_dict()
     assert {o.status for o in first.assets.values()} == {"materialized"}
     # each sync table holds the sandbox CRM's records, once each
@@ -385,7 +386,7 @@ def test_asset_examples_materialize_green_on_demo_data(env: Env) -> None:
     sent = {m["recipient"] for m in env.state.outbox()}
     assert {"leadership@example.org", "#partnerships-leadership"} <= sent
 
-    second = materialize_assets(env.settings, ["hubspot_deals"], progress=False)
+    second = materialize_assets(Project(env.settings), ["hubspot_deals"], progress=False)
     assert second.success
     deals = second.assets["hubspot_deals"].numbers
     assert 0 < deals["records_seen"] < first.assets["hubspot_deals"].numbers["records_seen"]

@@ -207,6 +207,7 @@ def test_sync_examples_read_the_configured_crms(product, vendors, monkeypatch):
     every emulator record lands once; the report then reaches SendGrid and Slack, not the
     outbox; a configured connection that fails fails the sync, never falling back."""
     from partnerships_orchestrator.materialize import materialize_assets
+    from partnerships_orchestrator.project import Project
     from partnerships_orchestrator_tests.emulators.hubspot import HubSpotEmulator
     from partnerships_orchestrator_tests.emulators.salesforce import SalesforceEmulator
 
@@ -225,7 +226,7 @@ def test_sync_examples_read_the_configured_crms(product, vendors, monkeypatch):
             + f"  salesforce: {{login_url: {salesforce.base_url}, client_id: sf-client-1,"
             + ' client_secret: "${env:SALESFORCE_CLIENT_SECRET}"}\n'
         )
-        summary = materialize_assets(product, progress=False)
+        summary = materialize_assets(Project(product), progress=False)
         assert summary.success, summary.as_dict()
         engine = create_engine_for(product.warehouse_url)
         with engine.connect() as conn:
@@ -245,7 +246,7 @@ def test_sync_examples_read_the_configured_crms(product, vendors, monkeypatch):
         assert any(channel == "slack" for channel, _ in delivered(vendors))
 
         monkeypatch.setenv("HUBSPOT_TOKEN", "pat-na1-revoked")
-        failed = materialize_assets(product, ["hubspot_contacts"], progress=False)
+        failed = materialize_assets(Project(product), ["hubspot_contacts"], progress=False)
     outcome = failed.assets["hubspot_contacts"]
     assert not failed.success and outcome.status == "failed"
     assert "hubspot" in (outcome.error or "").lower()

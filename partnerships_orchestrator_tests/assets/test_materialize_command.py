@@ -78,12 +78,13 @@ def test_list_shows_the_assets_of_each_document(folder: list[str]) -> None:
 
 def test_first_start_materializes_every_asset_once(folder: list[str]) -> None:
     from partnerships_orchestrator.materialize import materialize_on_first_start
+    from partnerships_orchestrator.project import Project
     from partnerships_orchestrator.settings import load_settings
 
     settings = load_settings(folder[1], folder[3])
     said: list[str] = []
-    first = materialize_on_first_start(settings, said.append)
+    first = materialize_on_first_start(Project(settings), said.append)
     assert first is not None and first.success
     assert set(first.assets) == {"crm_companies", "tiers"}
     assert said[-1].startswith("assets: 2 of 2 materialized")
-    assert materialize_on_first_start(settings, said.append) is None  # not on later starts
+    assert materialize_on_first_start(Project(settings), said.append) is None  # not on later starts

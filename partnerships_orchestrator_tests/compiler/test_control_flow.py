@@ -182,14 +182,15 @@ steps:
 """)
     retries = [e for e in result.all_events if e.event_type_value == "STEP_UP_FOR_RETRY"]
     step_waits = [e.event_specific_data.seconds_to_wait for e in retries]
-    on_error = playbook_from(f"""
+    same = playbook_from(f"""
 id: fanned
 steps:
   - id: call
     type: webhook
     url: "{hooks.url}/hook"
     on_error: {policy}
-""").steps[0].on_error  # the policy a fan-out item runs under
+""")
+    on_error = same.steps[0].on_error  # the policy a fan-out item runs under
     assert len(step_waits) == 2
     assert [retry_delay(on_error, n) for n in (1, 2)] == pytest.approx(step_waits)
 
