@@ -29,7 +29,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
 from partnerships_orchestrator.connectors.channel import ChannelProvider, Message, Receipt
-from partnerships_orchestrator.connectors.delivery import batches
+from partnerships_orchestrator.connectors.delivery import OUTCOME_UNKNOWN, batches
 from partnerships_orchestrator.connectors.departure import (
     Cancellation,
     NotSent,
@@ -43,8 +43,6 @@ from partnerships_orchestrator.errors import ConnectorError, DeliveryError
 from partnerships_orchestrator.store.state import DeliveryKey, StateStore
 
 Status = Literal["sent", "already_sent", "unknown", "failed", "not_sent"]
-OUTCOME_UNKNOWN_ACTION = "outcome_unknown"
-BATCH_SIZE = 1000  # messages per batch request (SendGrid's personalizations; Mailgun's recipients)
 
 
 @dataclass(frozen=True)
@@ -162,7 +160,8 @@ class Dispatcher:
     def _groups(self, ready: Sequence[Delivery]) -> list[list[Delivery]]:
         """One list per request: same content together through a batch API, else one each."""
         if len(ready) > 1 and hasattr(self.provider, "send_batch"):
-            indexes = batches([d.message for d in ready], BATCH_SIZE)
+            size = self.provider.max_per_request  # type: ignore[attr-defined]
+            indexes = batches([d.message for d in ready], size)
             return [[ready[i] for i in group] for group in indexes]
         return [[d] for d in ready]
 
@@ -303,7 +302,7 @@ class Dispatcher:
                 step=delivery.step_key,
                 run_id=self.run.run_id,
                 root_run_id=self.run.root_run_id,
-                action=OUTCOME_UNKNOWN_ACTION,
+                action=OUTCOME_UNKNOWN,
                 error=(
                     f"outcome unknown: the request to {delivery.message.to} may have left before "
                     "its answer came back (process stopped or connection lost); not sent again"

@@ -297,4 +297,3 @@ def test_up_postgres_keeps_a_warehouse_set_apart(monkeypatch):
 def test_up_postgres_tests_leave_the_environment_as_they_found_it():
     assert os.environ.get("DAGSTER_POSTGRES_URL") != "postgresql://po@db.test/po"
     assert os.environ.get("PARTNERSHIPS_DATABASE_URL") != "postgresql://po@db.test/po"
-

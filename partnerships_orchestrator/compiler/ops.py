@@ -33,9 +33,8 @@ from partnerships_orchestrator.compiler.scope import (
 )
 from partnerships_orchestrator.compiler.step_process import end_with_run_worker
 from partnerships_orchestrator.connections import CHANNELS, CRMS
-from partnerships_orchestrator.connectors.delivery import is_unknown_outcome
+from partnerships_orchestrator.connectors.delivery import OUTCOME_UNKNOWN, is_unknown_outcome
 from partnerships_orchestrator.connectors.departure import Cancellation, cancellable
-from partnerships_orchestrator.dispatch import OUTCOME_UNKNOWN_ACTION
 from partnerships_orchestrator.errors import (
     ExpressionError,
     InputError,
@@ -410,7 +409,7 @@ def handle_failure(
 
     def dead_letter(action: str) -> None:
         if is_unknown_outcome(exc):  # the letter says what a user must check: whether it arrived
-            action = OUTCOME_UNKNOWN_ACTION
+            action = OUTCOME_UNKNOWN
         state.add_dead_letter(
             playbook=plan.playbook.id,
             step=ctx.step_key,

@@ -102,6 +102,11 @@ class MailgunEmail(EmailResource):
             response = self._post(data, files)
         return self._receipts([message], response)[0]
 
+    @property
+    def max_per_request(self) -> int:
+        """Messages one batch request carries at most."""
+        return MAX_PER_REQUEST
+
     def send_batch(self, messages: Sequence[Message]) -> list[Receipt | DeliveryError]:
         """Send many messages in as few requests as the vendor allows; one outcome each.
         Raises the connector error if a request's outcome is unknown (see ``send_in_batches``)."""

@@ -100,7 +100,12 @@ class PlaybookStore:
             return sorted(conn.execute(query).scalars())
 
     def holds(self, playbook_id: str) -> bool:
-        return playbook_id in self.live_ids()
+        """Is ``playbook_id`` a live (not deleted) playbook of the store?"""
+        query = select(stored_playbooks.c.id).where(
+            stored_playbooks.c.id == playbook_id, stored_playbooks.c.deleted.is_(False)
+        )
+        with self.engine.connect() as conn:
+            return conn.execute(query).first() is not None
 
     def version(self) -> tuple[int, int]:
         """Changes whenever any playbook changes (count and newest revision row)."""

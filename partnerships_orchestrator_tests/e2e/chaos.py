@@ -42,7 +42,7 @@ from typing import Any
 import httpx
 import sqlalchemy as sa
 
-from partnerships_orchestrator.dispatch import OUTCOME_UNKNOWN_ACTION
+from partnerships_orchestrator.connectors.delivery import OUTCOME_UNKNOWN
 from partnerships_orchestrator.store import tables
 from partnerships_orchestrator_tests.emulators.sendgrid import API_KEY, SendGridEmulator
 
@@ -434,7 +434,7 @@ def _recipient(letter: dict[str, Any]) -> str:
 
 
 def is_unknown_outcome(letter: dict[str, Any]) -> bool:
-    return bool(letter.get("action") == OUTCOME_UNKNOWN_ACTION)
+    return bool(letter.get("action") == OUTCOME_UNKNOWN)
 
 
 def run_campaign(
