@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from partnerships_orchestrator.compiler.naming import RESOURCE_KEY
 from partnerships_orchestrator.connections import (
     CHANNELS,
     broken_connections,
@@ -41,7 +42,7 @@ def check_connections(project: Project) -> list[dict[str, Any]]:
                     "detail": "sandbox: messages are kept locally (`partnerships outbox`)",
                 }
             )
-    results.append(_check_warehouse(resources["partnerships"]))
+    results.append(_check_warehouse(resources[RESOURCE_KEY]))
     return results
 
 

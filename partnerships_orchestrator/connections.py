@@ -20,6 +20,7 @@ from typing import Any
 import dagster as dg
 from pydantic import ValidationError
 
+from partnerships_orchestrator.compiler.naming import RESOURCE_KEY
 from partnerships_orchestrator.connectors.outbox import OutboxChannel
 from partnerships_orchestrator.errors import ConfigurationError, DeliveryError
 from partnerships_orchestrator.resources import PartnershipsResource
@@ -195,7 +196,7 @@ def build_resources(
     """
     warehouse = (connections.connections.get("warehouse", {}) if connections else {}).get("url")
     resources: dict[str, Any] = {
-        "partnerships": PartnershipsResource.from_settings(
+        RESOURCE_KEY: PartnershipsResource.from_settings(
             settings, webhook_allow_hosts(connections), warehouse_url=warehouse
         ),
     }

@@ -20,6 +20,7 @@ from pathlib import Path
 import httpx
 
 from partnerships_orchestrator.compiler import naming
+from partnerships_orchestrator.compiler.naming import LOCATION_NAME
 from partnerships_orchestrator.instance import (
     PACKAGE_ROOT,
     POSTGRES_ENV,
@@ -42,7 +43,6 @@ __all__ = [
 # RPCs and, on a busy machine, takes the whole grace: nothing of value is lost by killing it then.
 GRACE_SECONDS = 4.0
 READY_TIMEOUT = 180.0
-LOCATION_NAME = "partnerships"  # workspace.yaml
 
 
 def workspace_file() -> Path:

@@ -13,6 +13,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from partnerships_orchestrator.compiler.job import step_timeout
+from partnerships_orchestrator.compiler.naming import RESOURCE_KEY
 from partnerships_orchestrator.compiler.ops import step_resources
 from partnerships_orchestrator.errors import PartnershipsError
 from partnerships_orchestrator.project import Project
@@ -92,7 +93,7 @@ def _context(
         run=run,
         scope=codec.decode(letter["scope"]),
         settings=settings,
-        resources=step_resources(resources["partnerships"], resources, playbook),
+        resources=step_resources(resources[RESOURCE_KEY], resources, playbook),
         mapping_key=recorded.get("mapping_key"),
     )
     timeout = step_timeout(playbook, step)

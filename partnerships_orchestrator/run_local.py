@@ -36,6 +36,7 @@ from partnerships_orchestrator.compiler.fanout import item_statuses
 from partnerships_orchestrator.compiler.inputs import check_inputs
 from partnerships_orchestrator.compiler.job import build_job
 from partnerships_orchestrator.compiler.location import REPOSITORY_NAME
+from partnerships_orchestrator.compiler.naming import LOCATION_NAME
 from partnerships_orchestrator.errors import PartnershipsError
 from partnerships_orchestrator.instance import PACKAGE_ROOT
 from partnerships_orchestrator.run_launcher import HOST_TAG, PID_TAG, process_tags
@@ -46,7 +47,6 @@ from partnerships_orchestrator.store.jsonable import jsonable
 if TYPE_CHECKING:
     from partnerships_orchestrator.project import PlaybookSource, Project
 
-LOCATION_NAME = "partnerships"  # workspace.yaml
 DEFINITIONS_MODULE = "partnerships_orchestrator.definitions"
 _STATUS = {
     "STEP_START": "running",

@@ -8,10 +8,8 @@ from typing import Any
 import httpx
 
 from partnerships_orchestrator.api.problems import Problem
+from partnerships_orchestrator.compiler.naming import LOCATION_NAME, REPOSITORY_NAME
 from partnerships_orchestrator.settings import WEBSERVER_ENV
-
-LOCATION = "partnerships"
-REPOSITORY = "partnerships"
 
 _LAUNCH = """
 mutation($params: ExecutionParams!) {
@@ -116,8 +114,8 @@ class Webserver:
     def launch(self, job: str, run_config: dict[str, Any], tags: dict[str, str]) -> str:
         params = {
             "selector": {
-                "repositoryLocationName": LOCATION,
-                "repositoryName": REPOSITORY,
+                "repositoryLocationName": LOCATION_NAME,
+                "repositoryName": REPOSITORY_NAME,
                 "jobName": job,
             },
             "runConfigData": run_config,
@@ -146,7 +144,7 @@ class Webserver:
 
     def reload(self) -> None:
         """Reload the code location so the UI (and new launches) see changed playbooks."""
-        result = self._call(_RELOAD, {"name": LOCATION})["reloadRepositoryLocation"]
+        result = self._call(_RELOAD, {"name": LOCATION_NAME})["reloadRepositoryLocation"]
         error = result.get("message") or ((result.get("locationOrLoadError") or {}).get("message"))
         if error:
             raise Problem(502, "upstream-error", f"reloading the code location failed: {error}")

@@ -17,6 +17,7 @@ import dagster as dg
 import sqlalchemy as sa
 
 from partnerships_orchestrator.compiler import naming
+from partnerships_orchestrator.compiler.naming import RESOURCE_KEY
 from partnerships_orchestrator.spec.models import Check, Dataset, Metrics, Report, Schedule, Sync
 from partnerships_orchestrator.spec.validate import asset_upstreams
 
@@ -152,7 +153,7 @@ def _sync_asset(sync: Sync, object_name: str, connected: bool) -> dg.AssetsDefin
     table = naming.asset_name(asset_id)
     obj = crm_object(sync.provider, object_name)
     listed = sync.properties.get(object_name)
-    required = {"partnerships", sync.provider} if connected else {"partnerships"}
+    required = {RESOURCE_KEY, sync.provider} if connected else {RESOURCE_KEY}
     source_label = (
         f"the `{sync.provider}` connection" if connected else "the sandbox demo CRM (no connection)"
     )
@@ -296,7 +297,7 @@ def dataset_assets(dataset: Dataset) -> AssetBundle:
         kinds={"sql", "table"},
         description=(dataset.description or dataset.name or dataset.id)
         + f"\n\nWarehouse table `{table}`, rebuilt from:\n\n```sql\n{dataset.sql.strip()}\n```",
-        required_resource_keys={"partnerships"},
+        required_resource_keys={RESOURCE_KEY},
         check_specs=specs,
         automation_condition=automation(dataset.schedule),
         tags=dict(dataset.tags),
@@ -385,7 +386,7 @@ def metrics_assets(metrics: Metrics) -> AssetBundle:
         description=(metrics.description or metrics.name or metrics.id)
         + "\n\n"
         + "\n".join(f"- `{m.id}`: {m.description or m.sql}" for m in metrics.metrics),
-        required_resource_keys={"partnerships"},
+        required_resource_keys={RESOURCE_KEY},
         check_specs=specs,
         automation_condition=automation(metrics.schedule),
         tags=dict(metrics.tags),
@@ -443,7 +444,7 @@ def report_assets(report: Report, metric_sets: set[str]) -> AssetBundle:
             if report.deliver
             else ""
         ),
-        required_resource_keys={"partnerships", *channels},
+        required_resource_keys={RESOURCE_KEY, *channels},
         automation_condition=automation(report.schedule),
         # a delivery that failed is tried again; the ledger keeps the sent ones from repeating
         retry_policy=dg.RetryPolicy(max_retries=REPORT_RETRIES, delay=REPORT_RETRY_DELAY),

@@ -35,8 +35,8 @@ import dagster as dg
 from dagster import OpExecutionContext
 
 from partnerships_orchestrator.compiler import naming
+from partnerships_orchestrator.compiler.naming import RESOURCE_KEY
 from partnerships_orchestrator.compiler.ops import (
-    RESOURCE_KEY,
     Edge,
     StepPlan,
     _check_not_aborted,

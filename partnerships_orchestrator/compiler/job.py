@@ -17,9 +17,9 @@ from partnerships_orchestrator.compiler import naming
 from partnerships_orchestrator.compiler.executor import executor_for
 from partnerships_orchestrator.compiler.fanout import RegionPlan, build_region_op
 from partnerships_orchestrator.compiler.inputs import config_schema
+from partnerships_orchestrator.compiler.naming import RESOURCE_KEY
 from partnerships_orchestrator.compiler.ops import (
     DEFAULT_POLICY,
-    RESOURCE_KEY,
     Edge,
     StepPlan,
     build_step_op,

@@ -8,6 +8,7 @@ from collections.abc import Sequence
 import dagster as dg
 
 from partnerships_orchestrator.compiler.assets import asset_repository_data
+from partnerships_orchestrator.compiler.naming import REPOSITORY_NAME
 from partnerships_orchestrator.compiler.repository import PlaybookRepositoryData
 from partnerships_orchestrator.project import Project, connections_of
 from partnerships_orchestrator.settings import Settings, load_settings
@@ -17,7 +18,6 @@ from partnerships_orchestrator.spec.problems import SpecError, SpecProblem
 
 __all__ = ["REPOSITORY_NAME", "build_repository", "connections_of", "repository_of", "strict_mode"]
 
-REPOSITORY_NAME = "partnerships"
 STRICT_ENV = ("DAGSTER_IS_DEFS_VALIDATION_CLI", "PARTNERSHIPS_STRICT")
 
 

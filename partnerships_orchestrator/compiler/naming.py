@@ -6,6 +6,10 @@ import re
 
 import dagster as dg
 
+LOCATION_NAME = "partnerships"  # the code location, as workspace.yaml names it
+REPOSITORY_NAME = "partnerships"  # its one repository
+RESOURCE_KEY = "partnerships"  # the resource every playbook step and asset uses (state, warehouse)
+
 PLAYBOOK_TAG = "partnerships/playbook"
 OWNERS_TAG = "partnerships/owners"
 TRIGGER_TAG = "partnerships/trigger"

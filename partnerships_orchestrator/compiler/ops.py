@@ -22,6 +22,7 @@ from dagster import OpExecutionContext
 
 from partnerships_orchestrator.compiler import naming
 from partnerships_orchestrator.compiler.inputs import typed_inputs
+from partnerships_orchestrator.compiler.naming import RESOURCE_KEY
 from partnerships_orchestrator.compiler.scope import (
     SKIPPED_KEY,
     Scope,
@@ -49,7 +50,6 @@ from partnerships_orchestrator.steps.context import SKIPPED, RunInfo, StepContex
 from partnerships_orchestrator.store import codec
 from partnerships_orchestrator.store.jsonable import jsonable
 
-RESOURCE_KEY = "partnerships"
 DEFAULT_POLICY = OnError(action="retry", max_attempts=1)
 NOT_RETRYABLE = (ExpressionError, InputError, WebhookBlocked)
 
