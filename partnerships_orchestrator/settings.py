@@ -11,6 +11,7 @@ DEFAULT_PLAYBOOKS = "playbooks"
 DEFAULT_TEMPLATES = "templates"
 WEBSERVER_ENV = "PARTNERSHIPS_WEBSERVER_URL"  # where the API reaches the Dagster webserver
 DATABASE_ENV = "PARTNERSHIPS_DATABASE_URL"
+RATE_LIMITS_ENV = "PARTNERSHIPS_RATE_LIMITS"  # shared (default) | local: see Scale-out
 
 
 @dataclass(frozen=True)

@@ -44,6 +44,7 @@ from partnerships_orchestrator.connectors.errors import (
 from partnerships_orchestrator.connectors.http import OUTCOME_UNKNOWN, HttpClient, ResponsePolicy
 from partnerships_orchestrator.connectors.ratelimit import RateLimit, RateLimitConfig, RateLimiter
 from partnerships_orchestrator.connectors.resource import VendorResource
+from partnerships_orchestrator.connectors.shared_ratelimit import limiter_for
 from partnerships_orchestrator.errors import ConnectorError, DeliveryError, SecretError
 
 
@@ -68,6 +69,8 @@ class ChannelResource(VendorResource):
         policy: ResponsePolicy,
         rate_limit: RateLimit | RateLimiter | None,
     ) -> HttpClient:
+        if not isinstance(rate_limit, RateLimiter):
+            rate_limit = limiter_for(self.label, rate_limit)
         return HttpClient(
             self.provider_name,
             base_url.rstrip("/"),

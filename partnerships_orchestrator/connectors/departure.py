@@ -10,7 +10,8 @@ request.
 
 The same moment is where a step's cancellation is honoured: :func:`cancellable` installs a
 :class:`Cancellation` (a deadline and an event), every HTTP attempt checks it before waiting for
-the limiter and again before leaving, so a step reported failed sends nothing afterwards.
+the limiter and again before leaving, so a step reported failed sends nothing afterwards; a
+limiter's wait (:func:`sleep_unless_cancelled`) ends as soon as the step is cancelled.
 
 Context variables carry all of this, so each thread (and each step) has its own.
 """
@@ -103,6 +104,19 @@ def check_cancelled() -> None:
     cancellation = _cancellation.get()
     if cancellation is not None:
         cancellation.check()
+
+
+def sleep_unless_cancelled(seconds: float) -> None:
+    """Sleep ``seconds``, waking early to raise when the current step is cancelled or its
+    deadline passes (a rate limiter's wait must not outlive the step)."""
+    cancellation = _cancellation.get()
+    if cancellation is None:
+        time.sleep(seconds)
+        return
+    if cancellation.deadline is not None:
+        seconds = min(seconds, max(0.0, cancellation.deadline - time.monotonic()))
+    cancellation.event.wait(seconds)
+    cancellation.check()
 
 
 def stop_sending_when(reason: Callable[[], str | None]) -> None:

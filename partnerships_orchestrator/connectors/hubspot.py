@@ -42,6 +42,7 @@ from partnerships_orchestrator.connectors.http import (
 )
 from partnerships_orchestrator.connectors.oauth import OAuthAuth
 from partnerships_orchestrator.connectors.ratelimit import RateLimit, RateLimiter
+from partnerships_orchestrator.connectors.shared_ratelimit import limiter_for
 from partnerships_orchestrator.errors import ConfigurationError, PartnershipsError
 
 DEFAULT_RATE_LIMIT = RateLimit(requests=100, per_seconds=10)
@@ -484,7 +485,7 @@ class HubSpotCRM(CRMResource):
             policy=HubSpotPolicy(
                 rolling_wait=limit.per_seconds, secondly_wait=search_limit.per_seconds
             ),
-            rate_limit=RateLimiter(limit, per_key=search_limit),
+            rate_limit=limiter_for(self.connection, limit, per_key=search_limit),
             timeouts=self._timeouts(),
             retry=self._retry(),
             headers={"Accept": "application/json"},

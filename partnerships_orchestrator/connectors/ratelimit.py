@@ -130,6 +130,8 @@ class RateLimiter:
                 lanes = self._lanes(key, now)
                 wait = max(lane.wait(now) for lane in lanes)
                 if wait <= _EPSILON:
+                    wait = self._admit(key)
+                if wait <= _EPSILON:
                     for lane in lanes:
                         lane.take()
                     waited = now - start if slept else 0.0
@@ -137,6 +139,11 @@ class RateLimiter:
                     return waited
             self._sleep(wait)
             slept = True
+
+    def _admit(self, key: str | None) -> float:
+        """A gate beyond this process: 0 when it let the call through (and counted it), else
+        the seconds to wait before asking again. In-process: always 0."""
+        return 0.0
 
     def pause(self, seconds: float, key: str | None = None) -> None:
         """Hold every call (or only ``key``'s) for ``seconds``, e.g. from a ``Retry-After``."""

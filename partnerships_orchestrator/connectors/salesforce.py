@@ -41,6 +41,7 @@ from partnerships_orchestrator.connectors.http import (
 )
 from partnerships_orchestrator.connectors.oauth import OAuthAuth, OAuthTokenProvider
 from partnerships_orchestrator.connectors.ratelimit import RateLimiter
+from partnerships_orchestrator.connectors.shared_ratelimit import limiter_for
 from partnerships_orchestrator.errors import ConfigurationError, PartnershipsError
 
 # REST calls are addressed to this placeholder; the auth swaps in the token's instance_url
@@ -375,7 +376,7 @@ class SalesforceCRM(CRMResource):
             INSTANCE_PLACEHOLDER,
             auth=InstanceAuth(provider, self.connection),
             policy=SalesforcePolicy(),
-            rate_limit=self.rate_limit,
+            rate_limit=limiter_for(self.connection, self.rate_limit),
             timeouts=self._timeouts(),
             retry=self._retry(),
             headers={"Accept": "application/json"},

@@ -51,6 +51,7 @@ from partnerships_orchestrator.connectors.errors import (
 )
 from partnerships_orchestrator.connectors.http import BearerAuth, ResponsePolicy, Verdict
 from partnerships_orchestrator.connectors.ratelimit import RateLimit, RateLimiter
+from partnerships_orchestrator.connectors.shared_ratelimit import limiter_for
 from partnerships_orchestrator.errors import DeliveryError, SecretError
 
 SECTION_LIMIT = 3000  # characters of a section block's text
@@ -220,7 +221,8 @@ class SlackChat(ChannelResource):
         """The workspace cap, plus one lane per channel."""
         workspace = self.workspace_messages_per_minute
         interval = self.per_channel_interval_seconds
-        return RateLimiter(
+        return limiter_for(
+            self.label,
             RateLimit(requests=workspace, per_seconds=60) if workspace else None,
             per_key=RateLimit(requests=1, per_seconds=interval) if interval else None,
         )

@@ -6,6 +6,7 @@ from sqlalchemy import (
     JSON,
     Column,
     DateTime,
+    Float,
     Index,
     Integer,
     LargeBinary,
@@ -121,4 +122,17 @@ secrets = Table(
     Column("name", String(200), primary_key=True),
     Column("value", Text, nullable=False),
     Column("created_at", DateTime(timezone=True), nullable=False),
+)
+
+# vendor rate limits shared by every worker (connectors/shared_ratelimit.py): one row per
+# connection ("" lane) and per sub-limit key; times are epoch seconds on the database's clock
+rate_lanes = Table(
+    "rate_lanes",
+    metadata,
+    Column("bucket", String(200), primary_key=True),  # the connection, as its logs name it
+    Column("lane", String(500), primary_key=True),  # "" for the connection, else the limit key
+    Column("spacing", Float),  # seconds between calls at the ceiling; NULL: no pace, pauses only
+    Column("tolerance", Float),  # how early a call may come: (burst - 1) * spacing
+    Column("next_at", Float),  # the theoretical arrival time of the next call (GCRA)
+    Column("paused_until", Float),  # a Retry-After seen by any worker holds every worker
 )
