@@ -86,14 +86,18 @@ def _iso(moment: datetime | None) -> str | None:
     return moment.isoformat() if moment else None
 
 
-class HubSpotSource:
-    """HubSpot through :class:`HubSpotCRM`: search by last-modified time, archived by listing."""
+class _ConnectionSource:
+    """A source reading a configured CRM connection (never the sandbox)."""
 
     sandbox = False
 
     def __init__(self, crm: Any) -> None:
         self.crm = crm
         self.label = f"{crm.connection} connection"
+
+
+class HubSpotSource(_ConnectionSource):
+    """HubSpot through :class:`HubSpotCRM`: search by last-modified time, archived by listing."""
 
     def changes(
         self, obj: CrmObject, properties: list[str], since: Cursor | None
@@ -134,15 +138,9 @@ class HubSpotSource:
         return {}
 
 
-class SalesforceSource:
+class SalesforceSource(_ConnectionSource):
     """Salesforce through :class:`SalesforceCRM`: ``queryAll`` by ``SystemModstamp`` and Id, so
     deleted records arrive as changes (``IsDeleted``)."""
-
-    sandbox = False
-
-    def __init__(self, crm: Any) -> None:
-        self.crm = crm
-        self.label = f"{crm.connection} connection"
 
     def changes(
         self, obj: CrmObject, properties: list[str], since: Cursor | None
