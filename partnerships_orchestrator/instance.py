@@ -69,11 +69,18 @@ def dagster_postgres_url(url: str) -> str:
     return url
 
 
+def use_psycopg2_for_dagster() -> None:
+    """Rewrite ``DAGSTER_POSTGRES_URL`` in this process's environment for dagster-postgres (see
+    :func:`dagster_postgres_url`); every child (webserver, daemon, code server, run worker,
+    Celery worker) inherits the rewritten URL."""
+    if os.environ.get(POSTGRES_ENV):
+        os.environ[POSTGRES_ENV] = dagster_postgres_url(os.environ[POSTGRES_ENV])
+
+
 def instance_config_text() -> str:
     """The `dagster.yaml` this deployment runs with (plus PostgreSQL storage when configured)."""
     config = instance_config_source().read_text()
     if os.environ.get(POSTGRES_ENV):
-        os.environ[POSTGRES_ENV] = dagster_postgres_url(os.environ[POSTGRES_ENV])
         config += "\n" + (PACKAGE_ROOT / "deploy" / "storage-postgres.yaml").read_text()
     return config
 
@@ -81,6 +88,7 @@ def instance_config_text() -> str:
 def write_instance_config(settings: Settings) -> Path:
     """Make DAGSTER_HOME and put the product's `dagster.yaml` there (rewritten only when it
     changed). A user's own DAGSTER_HOME that already has a `dagster.yaml` is left alone."""
+    use_psycopg2_for_dagster()  # also when the dagster.yaml below is already there
     home = settings.dagster_home
     home.mkdir(parents=True, exist_ok=True)
     target = home / "dagster.yaml"

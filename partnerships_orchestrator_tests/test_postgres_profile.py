@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import dagster as dg
@@ -9,6 +10,7 @@ import pytest
 from sqlalchemy import text
 
 from partnerships_orchestrator.demo import seed_demo_data
+from partnerships_orchestrator.instance import write_instance_config
 from partnerships_orchestrator.project import Project
 from partnerships_orchestrator.settings import Settings
 from partnerships_orchestrator.store.state import StateStore
@@ -61,3 +63,24 @@ def test_runs_and_warehouse_on_postgresql(
     [message] = StateStore(settings.state_url).outbox(run_id=summary.run_id)
     assert len(message["body"].strip().splitlines()) == stages
     assert "USD" in message["body"]
+
+
+def test_dagster_postgres_url_gets_the_psycopg2_driver_even_when_dagster_yaml_is_kept(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    """A DAGSTER_HOME set in the environment keeps its dagster.yaml (written by the first
+    command on the home); the children of a later command must still get the driver
+    dagster-postgres works with (psycopg 3 breaks its NOTIFY statement)."""
+    dagster_home = tmp_path / "home" / "dagster"
+    dagster_home.mkdir(parents=True)
+    (dagster_home / "dagster.yaml").write_text("telemetry: {enabled: false}\n")
+    monkeypatch.setenv("DAGSTER_HOME", str(dagster_home))
+    monkeypatch.setenv("DAGSTER_POSTGRES_URL", "postgresql://po@db.internal:5432/po")
+    settings = Settings(
+        playbooks_dir=tmp_path / "playbooks", templates_dir=tmp_path, home=tmp_path / "home"
+    )
+
+    write_instance_config(settings)
+
+    assert os.environ["DAGSTER_POSTGRES_URL"] == "postgresql+psycopg2://po@db.internal:5432/po"
+    assert (dagster_home / "dagster.yaml").read_text() == "telemetry: {enabled: false}\n"
