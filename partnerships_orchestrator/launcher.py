@@ -227,8 +227,12 @@ def wait_until_ready(
 
 def stop_with_parent() -> None:
     """Ask Linux to send us SIGTERM if our parent dies (e.g. `make run` killed with SIGTERM),
-    so the stack never outlives the command that started it. Elsewhere: nothing to do."""
-    if not sys.platform.startswith("linux"):
+    so the stack never outlives the command that started it. Elsewhere: nothing to do.
+
+    Started by init itself (a systemd service unit: the parent is pid 1, and stays), there is
+    no command to outlive, so nothing is armed: the stack runs until the unit stops it."""
+    parent = os.getppid()
+    if not sys.platform.startswith("linux") or parent == 1:
         return
     import ctypes
 
@@ -238,7 +242,7 @@ def stop_with_parent() -> None:
         return
     pr_set_pdeathsig = 1
     libc.prctl(pr_set_pdeathsig, signal.SIGTERM)
-    if os.getppid() == 1:  # the parent is already gone
+    if os.getppid() != parent:  # the parent died before the signal was armed
         os.kill(os.getpid(), signal.SIGTERM)
 
 
