@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import dagster as dg
+from dagster._core.storage.runs.sql_run_storage import SqlRunStorage
 
 from partnerships_orchestrator.errors import ConfigurationError
 from partnerships_orchestrator.settings import Settings
@@ -136,6 +137,22 @@ def prepare_instance(settings: Settings, pools: Iterable[str] = ()) -> Path:
         StateStore(settings.state_url)  # creates the product's tables
         marker.write_text(_fingerprint(home, settings, wanted))
     return home
+
+
+def open_instance(dagster_home: Path) -> dg.DagsterInstance:
+    """The instance of a prepared home, for a process that reads runs many times (API, CLI).
+
+    Dagster's SQL run storage asks the database for the `runs` table's columns on every
+    `get_run_records` (is `start_time` there yet?): on SQLite a second connection and a schema
+    inspection, half the cost of reading one run. Those columns are only ever added (by a
+    migration, which :func:`prepare_instance` runs before anything opens the home), never
+    dropped, so once present the answer is kept for the life of this instance.
+    """
+    instance = dg.DagsterInstance.from_config(str(dagster_home))
+    storage = instance.run_storage
+    if isinstance(storage, SqlRunStorage) and storage.has_run_stats_index_cols():
+        setattr(storage, "has_run_stats_index_cols", lambda: True)  # noqa: B010 # see docstring
+    return instance
 
 
 def _fingerprint(home: Path, settings: Settings, pools: list[str]) -> str:

@@ -160,9 +160,9 @@ class Project:
     @cached_property
     def instance(self) -> dg.DagsterInstance:
         """The product's Dagster instance (CLI runs show up in the UI too)."""
-        import dagster as dg
+        from partnerships_orchestrator.instance import open_instance
 
-        return dg.DagsterInstance.from_config(str(self.prepare()))
+        return open_instance(self.prepare())
 
     def seed(self, *, reset: bool = False) -> dict[str, int]:
         """Create the partner warehouse schema and seed the demo data (if empty, or ``reset``);

@@ -401,7 +401,7 @@ def _summarise(
             status = finished.status.value if finished else "unknown"
             errors.append(f"run: ended {status} without a step failing (see the run in the UI)")
     root = run.root_run_id or run_id
-    sent = sum(1 for d in state.deliveries(root) if d["run_id"] == run_id and d["status"] == "sent")
+    sent = len(state.sent_by(run_id, root))
     steps = {k: v for k, v in watcher.status.items() if "[" in k or v != "pending"}
     outputs, per_item = _results(playbook, result)
     for key in per_item:  # a fan-out's steps run per item in one op

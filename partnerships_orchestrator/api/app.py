@@ -24,6 +24,7 @@ from partnerships_orchestrator.api.routers import (
     tokens,
     webhooks,
 )
+from partnerships_orchestrator.api.run_events import RunEvents
 from partnerships_orchestrator.api.webserver import Webserver
 from partnerships_orchestrator.project import Project
 from partnerships_orchestrator.settings import WEBSERVER_ENV, Settings, load_settings
@@ -56,6 +57,7 @@ def create_app(
         tokens=token_store,
         audit=audit_log,
         auth=Authenticator(token_store, rate),
+        run_events=RunEvents(project.instance),
     )
     app = FastAPI(
         title="Partnerships Orchestrator API",

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Annotated
 
 from fastapi import Depends, Request
@@ -66,16 +66,18 @@ class Authenticator:
 
 
 def caller(request: Request) -> Token:
-    """The verified token of this request (any role)."""
+    """The verified token of this request (any role); sync, so that FastAPI runs its database
+    read in a worker thread, never on the event loop."""
     auth: Authenticator = request.app.state.auth
     return auth.authenticate(request)
 
 
-def role(minimum: str) -> Callable[..., Token]:
+def role(minimum: str) -> Callable[..., Awaitable[Token]]:
     """A dependency that admits tokens of ``minimum`` role or above (403 otherwise)."""
     assert minimum in ROLES  # nosec B101 # programming check at import time: a route names a known role
 
-    def check(token: Annotated[Token, Depends(caller)]) -> Token:
+    async def check(token: Annotated[Token, Depends(caller)]) -> Token:
+        # async: no I/O here, so no worker-thread round trip per request
         if not token.at_least(minimum):
             raise Problem(
                 403,

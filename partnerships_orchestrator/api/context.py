@@ -10,6 +10,7 @@ from fastapi import Request
 from partnerships_orchestrator.api.auth import Authenticator
 from partnerships_orchestrator.api.catalog import Entry, PlaybookCatalog
 from partnerships_orchestrator.api.problems import Problem
+from partnerships_orchestrator.api.run_events import RunEvents
 from partnerships_orchestrator.api.webserver import Webserver
 from partnerships_orchestrator.project import Project
 from partnerships_orchestrator.settings import Settings
@@ -28,6 +29,7 @@ class ApiContext:
     tokens: TokenStore
     audit: AuditLog
     auth: Authenticator
+    run_events: RunEvents
 
     @property
     def settings(self) -> Settings:
@@ -49,6 +51,7 @@ class ApiContext:
         return entry
 
 
-def context(request: Request) -> ApiContext:
+async def context(request: Request) -> ApiContext:
+    """The app's context (async: a plain attribute read needs no worker thread)."""
     ctx: ApiContext = request.app.state.ctx
     return ctx

@@ -355,6 +355,18 @@ class StateStore:
         with self.engine.connect() as conn:
             return [dict(r) for r in conn.execute(query).mappings()]
 
+    def sent_by(self, run_id: str, root_run_id: str) -> list[dict[str, Any]]:
+        """The deliveries ``run_id`` itself sent (its root's ledger holds its re-executions' too),
+        in the order they were claimed; filtered in SQL on the ledger's root-run index."""
+        c = tables.deliveries.c
+        query = (
+            select(tables.deliveries)
+            .where(c.root_run_id == root_run_id, c.run_id == run_id, c.status == "sent")
+            .order_by(c.id)
+        )
+        with self.engine.connect() as conn:
+            return [dict(r) for r in conn.execute(query).mappings()]
+
     def _finish_many(self, updates: Sequence[tuple[DeliveryKey, dict[str, Any]]]) -> None:
         if not updates:
             return

@@ -115,3 +115,5 @@ def test_executions_page_with_a_cursor(stack: Stack):
     assert second.status_code == 200
     assert second.json()["items"][0]["id"] != first["items"][0]["id"]
     assert all(e["playbook"] != "api-foreign" for e in first["items"] + second.json()["items"])
+    unknown = operator.get("/executions", params={"cursor": "no-such-run"})
+    assert unknown.status_code == 422 and "no-such-run" in unknown.json()["detail"]

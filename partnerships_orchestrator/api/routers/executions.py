@@ -126,11 +126,14 @@ def list_executions(
         created_after=created_after,
         created_before=created_before,
     )
-    if cursor is not None and not ctx.instance.get_run_records(
-        dg.RunsFilter(run_ids=[cursor]), limit=1
+    records = ctx.instance.get_run_records(filters, limit=limit, cursor=cursor)
+    # an unknown cursor reads as an empty page; only then is it worth a second query
+    if (
+        not records
+        and cursor is not None
+        and not ctx.instance.get_run_records(dg.RunsFilter(run_ids=[cursor]), limit=1)
     ):
         raise Problem(422, "invalid-request", f"unknown cursor {cursor!r}")
-    records = ctx.instance.get_run_records(filters, limit=limit, cursor=cursor)
     more = len(records) == limit
     return {
         "items": [_summary(r) for r in records],
@@ -152,6 +155,7 @@ def get_execution(
     dead letters."""
     record = visible_run(ctx, token, run_id)
     run = record.dagster_run
+    log = ctx.run_events.log(run, logs)
     steps = [
         {
             "key": s.step_key,
@@ -160,16 +164,13 @@ def get_execution(
             "started_at": _time(s.start_time),
             "ended_at": _time(s.end_time),
         }
-        for s in ctx.instance.get_run_step_stats(run_id)
+        for s in log.steps
     ]
-    newest = ctx.instance.get_records_for_run(run_id, limit=logs, ascending=False) if logs else None
-    events = [record.event_log_entry for record in reversed(newest.records)] if newest else []
-    lines = [_log_line(event) for event in events]
+    lines = [_log_line(record.event_log_entry) for record in log.newest(logs)]
     root = run.root_run_id or run.run_id
     sent = [
         jsonable({k: v for k, v in d.items() if k != "receipt"})
-        for d in ctx.state.deliveries(run_id=root)
-        if d["run_id"] == run_id and d["status"] == "sent"
+        for d in ctx.state.sent_by(run_id, root)
     ]
     letters = [jsonable(d) for d in ctx.state.dead_letters(run_id=run_id)]
     return {
