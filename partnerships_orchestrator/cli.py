@@ -693,13 +693,14 @@ def up(
         os.environ["DAGSTER_HOME"] = str(project.prepare())
     except PartnershipsError as exc:
         _fail(exc)
+    first_start: list[Any] = []
     if not no_seed and "PARTNER_WAREHOUSE_URL" not in os.environ:
         counts = _seed(settings)
         errors.print(f"warehouse: {settings.warehouse_db} ({counts.get('partners', 0)} partners)")
         if not no_materialize:
-            from partnerships_orchestrator.materialize import materialize_on_first_start
+            from partnerships_orchestrator.materialize import first_start_assets
 
-            materialize_on_first_start(project, lambda line: errors.print(line, highlight=False))
+            first_start = first_start_assets(project)
     catalog = project.strict_catalog()
     errors.print(
         f"playbooks: {settings.playbooks_dir} ({len(catalog.playbooks())} valid, "
@@ -710,14 +711,32 @@ def up(
     errors.print(f"state: {settings.home}   dagster home: {settings.dagster_home}")
     _first_admin_token(settings)
     api = launcher.ApiOptions(port=api_port, tls_cert=tls_cert, tls_key=tls_key)
+    say = lambda line: errors.print(line, highlight=False, markup=False)  # noqa: E731
     code = launcher.run_stack(
         settings,
         host,
         port,
-        lambda line: errors.print(line, highlight=False, markup=False),
+        say,
         api=api,
+        on_ready=(lambda url: _materialize_first_start(project, first_start, url, say))
+        if first_start
+        else None,
     )
     sys.exit(code)
+
+
+def _materialize_first_start(
+    project: Project, keys: list[Any], ui_url: str, say: Callable[[str], None]
+) -> None:
+    """Launch the first start's materialization as a run the UI shows live."""
+    from partnerships_orchestrator.api.problems import Problem
+    from partnerships_orchestrator.materialize import launch_first_start
+
+    try:
+        launch_first_start(project, keys, ui_url, say)
+    except Problem as exc:
+        say(f"the first start's materialization was not launched: {exc.detail}")
+        say("run `partnerships materialize` to materialize the assets")
 
 
 def _first_admin_token(settings: Settings) -> None:

@@ -266,10 +266,12 @@ def run_stack(
     port: int,
     say: Callable[[str], None],
     api: ApiOptions | None = None,
+    on_ready: Callable[[str], None] | None = None,
 ) -> int:
     """Start the webserver and daemon, run until SIGINT/SIGTERM or a child exits, then stop
     everything. Signals are caught before the first child starts, so a Ctrl-C during start-up
-    stops the stack too. Returns the exit code."""
+    stops the stack too. ``on_ready`` is called with the UI's URL once `ready` is printed.
+    Returns the exit code."""
     received: list[str] = []
 
     def handler(signum: int, _frame: object) -> None:
@@ -296,6 +298,8 @@ def run_stack(
             if api is not None:
                 say(f"API: {api.url(host)}/api/partnerships   (docs: {api.url(host)}/docs)")
             say(f"ready: {url}   ({status.describe()}; Ctrl-C to stop)")
+            if on_ready is not None:
+                on_ready(url)
         while not received and stack.alive():
             time.sleep(0.2)
         return 0 if received else 1

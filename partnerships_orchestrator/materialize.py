@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -238,24 +238,60 @@ class _Watcher:
             self.say(f"[red]{step}[/]: failed: {outcome.error}")
 
 
-def materialize_on_first_start(project: Project, say: Any) -> MaterializeSummary | None:
-    """What `partnerships up` does on a fresh home: materialize every asset once, so the UI
-    shows CRM -> datasets -> metrics -> reports filled in. Nothing when no asset document
-    exists or any asset was materialized before."""
-    keys = list(project.repository().asset_graph.materializable_asset_keys)
-    if not keys:
-        return None
-    if any(project.instance.get_latest_materialization_event(key) for key in keys):
-        return None
-    say(
-        f"materializing {len(keys)} assets on first start (`partnerships materialize` re-runs them)"
+FIRST_START_TAG = "partnerships/first_start"
+
+
+def first_start_assets(project: Project) -> list[dg.AssetKey]:
+    """What `partnerships up` materializes on a fresh home: every asset, so the UI shows
+    CRM -> datasets -> metrics -> reports filled in. Nothing when no asset document exists or
+    any asset was materialized (or a first-start run launched) before."""
+    keys = sorted(project.repository().asset_graph.materializable_asset_keys)
+    instance = project.instance
+    if not keys or instance.get_run_records(dg.RunsFilter(tags={FIRST_START_TAG: "true"}), limit=1):
+        return []
+    if any(instance.get_latest_materialization_event(key) for key in keys):
+        return []
+    return keys
+
+
+def launch_first_start(
+    project: Project, keys: Sequence[dg.AssetKey], ui_url: str, say: Callable[[str], None]
+) -> threading.Thread:
+    """Launch the materialization of ``keys`` as a run of the daemon (the UI is already up and
+    shows it live); a thread says how it ended. Returns that thread."""
+    from partnerships_orchestrator.api.webserver import Webserver
+
+    run_id = Webserver(ui_url).launch_assets(keys, {FIRST_START_TAG: "true"})
+    say(f"materializing {len(keys)} assets on first start: {ui_url}/runs/{run_id}")
+    watcher = threading.Thread(
+        target=_say_when_done,
+        args=(project.instance, run_id, len(keys), say),
+        name="first-start-materialization",
+        daemon=True,
     )
-    summary = materialize_assets(project, progress=False)
-    done = sum(o.status == "materialized" for o in summary.assets.values())
-    say(
-        f"assets: {done} of {len(keys)} materialized in {summary.seconds:.0f} s (run {summary.run_id})"
+    watcher.start()
+    return watcher
+
+
+def _say_when_done(
+    instance: dg.DagsterInstance, run_id: str, total: int, say: Callable[[str], None]
+) -> None:
+    """Wait for the run to end, then say how many assets it materialized."""
+    while True:
+        record = instance.get_run_record_by_id(run_id)
+        if record is None or record.dagster_run.is_finished:
+            break
+        time.sleep(1.0)
+    done = len(
+        {
+            r.asset_key
+            for r in instance.get_records_for_run(
+                run_id, of_type=dg.DagsterEventType.ASSET_MATERIALIZATION, limit=10_000
+            ).records
+        }
     )
-    return summary
+    status = record.dagster_run.status.value if record else "unknown"
+    say(f"assets: {done} of {total} materialized on first start (run {run_id}: {status})")
 
 
 def _reason(error: Any) -> str:

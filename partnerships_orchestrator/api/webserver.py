@@ -3,9 +3,12 @@ failure, and reload the code location. Run state stays Dagster's; nothing is cop
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
+import dagster as dg
 import httpx
+from dagster._core.definitions.assets.job.asset_job import IMPLICIT_ASSET_JOB_NAME
 
 from partnerships_orchestrator.api.problems import Problem
 from partnerships_orchestrator.compiler.naming import LOCATION_NAME, REPOSITORY_NAME
@@ -111,13 +114,23 @@ class Webserver:
             409, "conflict", f"Dagster refused the run ({result['__typename']}): {message}"
         )
 
-    def launch(self, job: str, run_config: dict[str, Any], tags: dict[str, str]) -> str:
+    def launch(
+        self,
+        job: str,
+        run_config: dict[str, Any],
+        tags: dict[str, str],
+        assets: Sequence[dg.AssetKey] = (),
+    ) -> str:
+        """Launch a run of ``job`` (of those ``assets`` only, when given); returns its id."""
+        selector: dict[str, Any] = {
+            "repositoryLocationName": LOCATION_NAME,
+            "repositoryName": REPOSITORY_NAME,
+            "jobName": job,
+        }
+        if assets:
+            selector["assetSelection"] = [{"path": list(key.path)} for key in assets]
         params = {
-            "selector": {
-                "repositoryLocationName": LOCATION_NAME,
-                "repositoryName": REPOSITORY_NAME,
-                "jobName": job,
-            },
+            "selector": selector,
             "runConfigData": run_config,
             "executionMetadata": {"tags": [{"key": k, "value": v} for k, v in tags.items()]},
         }
@@ -128,6 +141,10 @@ class Webserver:
             self.reload()
             result = self._call(_LAUNCH, {"params": params})["launchRun"]
         return self._run_id(result)
+
+    def launch_assets(self, assets: Sequence[dg.AssetKey], tags: dict[str, str]) -> str:
+        """Launch a run materializing ``assets`` (Dagster's implicit asset job)."""
+        return self.launch(IMPLICIT_ASSET_JOB_NAME, {}, tags, assets)
 
     def reexecute_from_failure(self, run_id: str, tags: dict[str, str]) -> str:
         params = {

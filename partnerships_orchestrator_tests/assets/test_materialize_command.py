@@ -76,15 +76,14 @@ def test_list_shows_the_assets_of_each_document(folder: list[str]) -> None:
     assert (rows["tiers"]["kind"], rows["tiers"]["assets"]) == ("dataset", ["tiers"])
 
 
-def test_first_start_materializes_every_asset_once(folder: list[str]) -> None:
-    from partnerships_orchestrator.materialize import materialize_on_first_start
+def test_first_start_selects_every_asset_until_one_is_materialized(folder: list[str]) -> None:
+    from partnerships_orchestrator.materialize import first_start_assets
     from partnerships_orchestrator.project import Project
     from partnerships_orchestrator.settings import load_settings
 
-    settings = load_settings(folder[1], folder[3])
-    said: list[str] = []
-    first = materialize_on_first_start(Project(settings), said.append)
-    assert first is not None and first.success
-    assert set(first.assets) == {"crm_companies", "tiers"}
-    assert said[-1].startswith("assets: 2 of 2 materialized")
-    assert materialize_on_first_start(Project(settings), said.append) is None  # not on later starts
+    project = Project(load_settings(folder[1], folder[3]))
+    keys = first_start_assets(project)
+    assert [k.to_user_string() for k in keys] == ["crm_companies", "tiers"]
+    result = CliRunner().invoke(main, ["materialize", "crm_companies", "--quiet", *folder])
+    assert result.exit_code == 0, result.output
+    assert first_start_assets(project) == []  # not on later starts
