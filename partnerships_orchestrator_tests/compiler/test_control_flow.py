@@ -170,27 +170,18 @@ def test_an_item_inside_a_fan_out_waits_between_attempts_as_a_step_does(
 ):
     """Items of a fan-out retry inside their step; their waits follow Dagster's own schedule."""
     hooks.fail_first = 2
-    policy = f"{{action: retry, max_attempts: 3, delay_seconds: 0.05, backoff: {backoff}}}"
-    result = run_playbook(f"""
+    text = f"""
 id: retrying
 steps:
   - id: call
     type: webhook
     url: "{hooks.url}/hook"
-    json: {{hello: world}}
-    on_error: {policy}
-""")
+    on_error: {{action: retry, max_attempts: 3, delay_seconds: 0.05, backoff: {backoff}}}
+"""
+    result = run_playbook(text)
     retries = [e for e in result.all_events if e.event_type_value == "STEP_UP_FOR_RETRY"]
     step_waits = [e.event_specific_data.seconds_to_wait for e in retries]
-    same = playbook_from(f"""
-id: fanned
-steps:
-  - id: call
-    type: webhook
-    url: "{hooks.url}/hook"
-    on_error: {policy}
-""")
-    on_error = same.steps[0].on_error  # the policy a fan-out item runs under
+    on_error = playbook_from(text).steps[0].on_error  # the policy a fan-out item runs under
     assert len(step_waits) == 2
     assert [retry_delay(on_error, n) for n in (1, 2)] == pytest.approx(step_waits)
 
