@@ -18,7 +18,9 @@ from dataclasses import dataclass, field
 import dagster as dg
 from pydantic import BaseModel, ConfigDict, Field
 
-_EPSILON = 1e-9  # waits shorter than this are float noise: sleeping them would not move the clock
+WAIT_EPSILON = (
+    1e-9  # waits shorter than this are float noise: sleeping them would not move the clock
+)
 
 
 class RateLimit(BaseModel):
@@ -124,26 +126,28 @@ class RateLimiter:
     def acquire(self, key: str | None = None) -> float:
         """Block until a call may go out (for ``key``'s sub-limit too); return the seconds waited."""
         start, slept = self._clock(), False
-        while True:
-            with self._lock:
-                now = self._clock()
-                lanes = self._lanes(key, now)
-                wait = max(lane.wait(now) for lane in lanes)
-                if wait <= _EPSILON:
-                    wait = self._admit(key)
-                if wait <= _EPSILON:
-                    for lane in lanes:
-                        lane.take()
-                    waited = now - start if slept else 0.0
-                    self.waited_seconds += waited
-                    return waited
+        while (wait := self._try_take(key)) > WAIT_EPSILON:
             self._sleep(wait)
             slept = True
+        return self._waited(start, slept)
 
-    def _admit(self, key: str | None) -> float:
-        """A gate beyond this process: 0 when it let the call through (and counted it), else
-        the seconds to wait before asking again. In-process: always 0."""
-        return 0.0
+    def _try_take(self, key: str | None) -> float:
+        """Count a call in every lane of ``key`` if they all allow one now (0.0), else the wait."""
+        with self._lock:
+            now = self._clock()
+            lanes = self._lanes(key, now)
+            wait = max(lane.wait(now) for lane in lanes)
+            if wait > WAIT_EPSILON:
+                return wait
+            for lane in lanes:
+                lane.take()
+            return 0.0
+
+    def _waited(self, start: float, slept: bool) -> float:
+        waited = self._clock() - start if slept else 0.0
+        with self._lock:
+            self.waited_seconds += waited
+        return waited
 
     def pause(self, seconds: float, key: str | None = None) -> None:
         """Hold every call (or only ``key``'s) for ``seconds``, e.g. from a ``Retry-After``."""

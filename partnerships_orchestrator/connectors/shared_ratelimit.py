@@ -8,18 +8,21 @@ holding a GCRA state, the "theoretical arrival time" of the next call (``next_at
 deadline (``paused_until``). Times are read from the database's clock, so the machines' clocks
 never need to agree; waits are slept locally as durations.
 
-``acquire()`` runs one statement that locks the call's lanes, and if every lane allows a call
-now (``next_at - tolerance <= now`` and no pause), counts it (``next_at = max(next_at, now) +
-spacing``); otherwise it changes nothing and answers how long to wait. The caller sleeps that
-long, holding no lock, and asks again. Nothing is reserved ahead, so a step cancelled while it
-waits gives nothing up, and a busy key (one Slack channel) never holds back calls on the others.
-A ``Retry-After`` pause moves ``paused_until`` forward for every worker. The vendor's quota
-readings (``X-RateLimit-Remaining``) stay in each process, on top of the shared pace: each
-worker reads the vendor's own, already global, counter.
+``acquire()`` reserves the call's turn with one statement, ``slot = max(now, next_at -
+tolerance, paused_until)`` and ``next_at = max(next_at, slot) + spacing``, then sleeps until the
+slot holding no lock. Reserving ahead keeps the database's round trip and a late wake-up out of
+the pace: the turn after this one is already fixed, so callers on a loaded machine still reach
+the ceiling. A step cancelled while it waits gives its turn up unused (nothing is sent). A call
+with a key reserves only once its key's own lane is ready; until then it waits for the key
+without taking the connection's next turn, so one busy Slack channel never holds back calls to
+the others. A ``Retry-After`` pause moves ``paused_until`` forward for every worker; a call that
+slept re-reads it before leaving, and a turn that fell inside a pause is reserved again after it.
+The vendor's quota readings (``X-RateLimit-Remaining``) stay in each process, on top of the
+shared pace: each worker reads the vendor's own, already global, counter.
 
-On SQLite (one machine) the in-process limiter is kept: one process runs a run's steps unless a
-multiprocess executor is chosen, and a table in a file every call would write to would put
-SQLite's single writer lock in front of every vendor request.
+On SQLite (one machine) the in-process limiter is kept: with the default executor a run's steps
+share one process, and a table in a SQLite file would put its single writer lock and a disk write
+in front of every vendor request.
 """
 
 from __future__ import annotations
@@ -27,11 +30,11 @@ from __future__ import annotations
 import os
 from collections.abc import Callable
 
-from sqlalchemy import Connection, Engine, text
+from sqlalchemy import Engine, text
 from sqlalchemy.dialects import postgresql
 
 from partnerships_orchestrator.connectors.departure import sleep_unless_cancelled
-from partnerships_orchestrator.connectors.ratelimit import RateLimit, RateLimiter
+from partnerships_orchestrator.connectors.ratelimit import WAIT_EPSILON, RateLimit, RateLimiter
 from partnerships_orchestrator.errors import ConfigurationError
 from partnerships_orchestrator.settings import DATABASE_ENV, RATE_LIMITS_ENV
 from partnerships_orchestrator.store import tables
@@ -41,12 +44,13 @@ MAIN_LANE = ""
 _MODES = ("shared", "local")
 
 # Lock the call's lanes (the connection's, then the key's: always in this order, so two calls
-# never wait on each other's rows), decide on the database's clock read after the locks, count
-# the call in every lane only when all of them allow it now. `wait` <= 0: the call may go.
-_ADMIT = text(
+# never wait on each other's rows) and read the database's clock after the locks. The turn is
+# reserved in every lane only when the key's lane (if any) is ready by the connection's turn; else
+# nothing changes and `wait` is the time until the key is ready.
+_RESERVE = text(
     """
     WITH locked AS (
-        SELECT lane, next_at - tolerance AS earliest, paused_until
+        SELECT lane, GREATEST(next_at - tolerance, paused_until) AS ready_at
         FROM rate_lanes
         WHERE bucket = :bucket AND lane = ANY(:lanes)
         ORDER BY lane
@@ -54,18 +58,30 @@ _ADMIT = text(
     ), verdict AS (
         SELECT count(*) AS lanes,
                EXTRACT(EPOCH FROM clock_timestamp())::float8 AS now,
-               GREATEST(max(earliest), max(paused_until)) AS allowed_at
+               max(ready_at) FILTER (WHERE lane = '') AS connection_at,
+               max(ready_at) FILTER (WHERE lane <> '') AS key_at
         FROM locked
+    ), decision AS (
+        SELECT lanes, now, GREATEST(now, connection_at, key_at) AS slot,
+               (key_at IS NULL OR key_at <= GREATEST(now, connection_at)) AS reserved
+        FROM verdict
     ), taken AS (
         UPDATE rate_lanes AS l
-        SET next_at = GREATEST(l.next_at, v.now) + l.spacing
-        FROM verdict AS v
-        WHERE l.bucket = :bucket AND l.lane = ANY(:lanes)
-          AND v.lanes = :count
-          AND (v.allowed_at IS NULL OR v.allowed_at <= v.now)
+        SET next_at = GREATEST(l.next_at, d.slot) + l.spacing
+        FROM decision AS d
+        WHERE l.bucket = :bucket AND l.lane = ANY(:lanes) AND d.lanes = :count AND d.reserved
         RETURNING l.lane
     )
-    SELECT lanes, COALESCE(allowed_at - now, 0.0) AS wait FROM verdict
+    SELECT lanes, reserved, slot - now AS wait FROM decision
+    """
+)
+
+# how long the lanes are still paused (a Retry-After that arrived while a caller slept)
+_PAUSED = text(
+    """
+    SELECT COALESCE(max(paused_until) - EXTRACT(EPOCH FROM clock_timestamp())::float8, 0.0)
+    FROM rate_lanes
+    WHERE bucket = :bucket AND lane = ANY(:lanes)
     """
 )
 
@@ -103,43 +119,66 @@ class SharedRateLimiter(RateLimiter):
         self._engine = engine
         self._known: set[str] = set()
 
-    def _admit(self, key: str | None) -> float:
+    def acquire(self, key: str | None = None) -> float:
+        """Block until this call's turn (for ``key``'s sub-limit too); return the seconds waited."""
         lanes = [MAIN_LANE] if key is None else [MAIN_LANE, key]
-        with self._engine.begin() as conn:
-            self._ensure(conn, lanes)
-            found, wait = conn.execute(_ADMIT, self._params(lanes)).one()
-            if found < len(lanes):  # a lane row went missing (table emptied): make it again
-                self._known.difference_update(lanes)
-                self._ensure(conn, lanes)
-                found, wait = conn.execute(_ADMIT, self._params(lanes)).one()
-        return max(0.0, float(wait))
+        start, slept = self._clock(), False
+        while True:
+            # first what the vendor told this process (quota readings, pauses), then the pace
+            while (wait := self._try_take(key)) > WAIT_EPSILON:
+                self._sleep(wait)
+                slept = True
+            reserved, wait = self._reserve(lanes)
+            if wait > WAIT_EPSILON:
+                self._sleep(wait)
+                slept = True
+            if reserved and (wait <= WAIT_EPSILON or self._paused_for(lanes) <= WAIT_EPSILON):
+                return self._waited(start, slept)
 
-    def _params(self, lanes: list[str]) -> dict[str, object]:
-        return {"bucket": self.bucket, "lanes": lanes, "count": len(lanes)}
+    def _reserve(self, lanes: list[str]) -> tuple[bool, float]:
+        """Reserve the next turn in ``lanes``: (reserved, seconds until the turn or the retry)."""
+        params = {"bucket": self.bucket, "lanes": lanes, "count": len(lanes)}
+        self._ensure(lanes)
+        with self._engine.begin() as conn:
+            found, reserved, wait = conn.execute(_RESERVE, params).one()
+        if found < len(lanes):  # a lane row went missing (table emptied): make it again
+            with self._lock:
+                self._known.difference_update(lanes)
+            return False, 0.0
+        return bool(reserved), max(0.0, float(wait))
+
+    def _paused_for(self, lanes: list[str]) -> float:
+        with self._engine.connect() as conn:
+            return float(
+                conn.execute(_PAUSED, {"bucket": self.bucket, "lanes": lanes}).scalar_one()
+            )
 
     def pause(self, seconds: float, key: str | None = None) -> None:
         """Hold every worker's calls (or only ``key``'s) for ``seconds``."""
         super().pause(seconds, key)
         lane = MAIN_LANE if key is None else key
-        with self._lock, self._engine.begin() as conn:
-            self._ensure(conn, [lane])
+        self._ensure([lane])
+        with self._engine.begin() as conn:
             conn.execute(_PAUSE, {"bucket": self.bucket, "lane": lane, "seconds": seconds})
 
-    def _ensure(self, conn: Connection, lanes: list[str]) -> None:
+    def _ensure(self, lanes: list[str]) -> None:
         """Create the lanes this process has not used yet, with this process's limits."""
-        missing = [lane for lane in lanes if lane not in self._known]
-        if not missing:
-            return
-        rows = [self._lane_row(lane) for lane in missing]
-        statement = postgresql.insert(tables.rate_lanes).values(rows)
-        excluded = statement.excluded
-        conn.execute(
-            statement.on_conflict_do_update(
-                index_elements=["bucket", "lane"],
-                set_={"spacing": excluded.spacing, "tolerance": excluded.tolerance},
+        with self._lock:
+            missing = [lane for lane in lanes if lane not in self._known]
+            if not missing:
+                return
+            statement = postgresql.insert(tables.rate_lanes).values(
+                [self._lane_row(lane) for lane in missing]
             )
-        )
-        self._known.update(missing)
+            excluded = statement.excluded
+            with self._engine.begin() as conn:
+                conn.execute(
+                    statement.on_conflict_do_update(
+                        index_elements=["bucket", "lane"],
+                        set_={"spacing": excluded.spacing, "tolerance": excluded.tolerance},
+                    )
+                )
+            self._known.update(missing)
 
     def _lane_row(self, lane: str) -> dict[str, object]:
         limit = self.limit if lane == MAIN_LANE else self.per_key

@@ -4,9 +4,9 @@ Each "worker" is a thread with its own :class:`SharedRateLimiter` (its own state
 process); what they share is the database. Every call is recorded on the database's clock right
 after the limiter lets it through, as a vendor would count it. Assertions are counts per window
 with a tolerance the algorithm gives, never wall time: a limiter allowing ``rate`` per second with
-``burst`` lets through at most ``window * rate + burst`` calls in any window, and each worker
-records its calls one after the other, so at most one call per worker was let through before the
-window it is recorded in.
+``burst`` gives at most ``window * rate + burst`` turns in any window, and each worker reserves its
+next turn only after recording its previous call, so at most one call per worker had its turn
+before the window it is recorded in.
 """
 
 from __future__ import annotations
@@ -101,7 +101,7 @@ def run_workers(engine: Engine, name: str, limit: RateLimit, calls: int) -> None
     assert not errors, errors
 
 
-@pytest.mark.parametrize("burst", [1, 3])
+@pytest.mark.parametrize("burst", [1, 4])
 def test_workers_sharing_a_connection_keep_under_its_ceiling_and_reach_it(
     engine: Engine, burst: int
 ) -> None:
@@ -114,30 +114,53 @@ def test_workers_sharing_a_connection_keep_under_its_ceiling_and_reach_it(
     # four limiters of their own would let 4 x 20 = 80 calls through in a second
     assert most_in_any_window(times, 1.0) <= 20 + burst + WORKERS
     assert most_in_any_window(times, 0.5) <= 10 + burst + WORKERS
-    # once the burst is spent, calls went out at the ceiling: the last `n - burst` calls cannot
-    # come sooner than `(n - burst - 1) / rate` after the burst, and came at >= 0.9 of the rate
-    paced = times[burst - 1 :]
-    rate = (len(paced) - 1) / (paced[-1] - paced[0])
-    assert rate <= 20 * 1.05
+    # together they kept the ceiling: n calls in (n - burst) / rate seconds. Each turn is
+    # reserved ahead, so a worker waking late on a loaded machine does not move the turns after
+    # its own; only a late first or last call shows here (by 0.3 s to fail)
+    rate = (len(times) - burst) / (times[-1] - times[0])
     assert rate >= 20 * 0.9
+
+
+def now_on(engine: Engine) -> float:
+    with engine.connect() as conn:
+        return float(conn.execute(sa.text("SELECT EXTRACT(EPOCH FROM clock_timestamp())")).scalar())
+
+
+def next_turn(engine: Engine, name: str) -> float:
+    with engine.connect() as conn:
+        query = sa.text("SELECT next_at FROM rate_lanes WHERE bucket = :b AND lane = ''")
+        return float(conn.execute(query, {"b": name}).scalar_one())
 
 
 def test_a_pause_seen_by_one_worker_holds_every_worker(engine: Engine) -> None:
     name = bucket()
-    seen_429, other = (
-        SharedRateLimiter(name, engine, RateLimit(requests=50, per_seconds=1)) for _ in range(2)
-    )
+    limit = RateLimit(requests=50, per_seconds=1)
+    seen_429, other = (SharedRateLimiter(name, engine, limit) for _ in range(2))
     other.acquire()
-    with engine.connect() as conn:
-        paused_at = float(
-            conn.execute(sa.text("SELECT EXTRACT(EPOCH FROM clock_timestamp())")).scalar_one()
-        )
+    paused_at = now_on(engine)
     seen_429.pause(0.4)  # e.g. Retry-After: 0.4 on one worker's answer
 
     waited = other.acquire()
     sent_at = record(engine, name)
     assert waited > 0
     assert sent_at >= paused_at + 0.4
+
+
+def test_a_turn_reserved_before_a_pause_waits_for_its_end(engine: Engine) -> None:
+    name = bucket()
+    limit = RateLimit(requests=1, per_seconds=0.5)
+    waiting = SharedRateLimiter(name, engine, limit)
+    waiting.acquire()
+    first_turn = next_turn(engine, name)
+    sender = threading.Thread(target=lambda: (waiting.acquire(), record(engine, name)))
+    sender.start()  # reserves the turn 0.5 s after the first call, and sleeps until it
+    while next_turn(engine, name) < first_turn + 0.25:  # await the reservation
+        threading.Event().wait(0.01)
+    paused_at = now_on(engine)
+    SharedRateLimiter(name, engine, limit).pause(1.0)  # another worker's 429
+    sender.join(timeout=10)
+    assert not sender.is_alive()
+    assert sends(engine, name)[0] >= paused_at + 1.0
 
 
 def test_a_busy_key_holds_only_its_own_calls_on_every_worker(engine: Engine) -> None:
@@ -158,7 +181,7 @@ def test_a_busy_key_holds_only_its_own_calls_on_every_worker(engine: Engine) -> 
     assert two.acquire("C2") > 0
 
 
-def test_a_step_cancelled_while_waiting_sends_nothing_and_takes_no_turn(engine: Engine) -> None:
+def test_a_step_cancelled_while_waiting_for_its_turn_sends_nothing(engine: Engine) -> None:
     name = bucket()
     limit = RateLimit(requests=1, per_seconds=30)
     SharedRateLimiter(name, engine, limit).acquire()  # the next turn is 30 s away
@@ -186,14 +209,6 @@ def test_a_step_cancelled_while_waiting_sends_nothing_and_takes_no_turn(engine: 
         "the step was cancelled (nothing more was sent after this point)"
     ]
     assert sends(engine, name) == []
-    with engine.connect() as conn:
-        next_at = conn.execute(
-            sa.text(
-                "SELECT next_at - EXTRACT(EPOCH FROM clock_timestamp()) FROM rate_lanes WHERE bucket = :b"
-            ),
-            {"b": name},
-        ).scalar_one()
-    assert 0 < next_at <= 30  # the cancelled call took no turn: the next one is the same as before
 
 
 def test_connections_share_their_limiter_only_when_state_is_on_postgresql(
