@@ -892,7 +892,8 @@ def worker(
     concurrency: int | None,
 ) -> None:
     """Run playbook steps sent by the Celery executor (PARTNERSHIPS_EXECUTOR=celery) until
-    stopped: Dagster's `dagster-celery worker start` with the product's settings."""
+    stopped (Ctrl-C / SIGTERM: the steps it is running finish first): the Celery worker of
+    Dagster's `dagster-celery`, with the product's settings."""
     from urllib.parse import urlsplit
 
     from partnerships_orchestrator import launcher
@@ -904,6 +905,7 @@ def worker(
         dagster_home = project.prepare()
     except PartnershipsError as exc:
         _fail(exc)
+    os.environ["DAGSTER_HOME"] = str(dagster_home)  # where dagster-celery writes its config
     argv, env = worker_command(
         project.settings,
         dagster_home,
