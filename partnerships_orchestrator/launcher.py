@@ -16,6 +16,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -188,7 +189,8 @@ def location_status(url: str) -> LocationStatus | None:
     (or the webserver does not answer yet)."""
     try:
         response = httpx.post(f"{url}/graphql", json={"query": LOCATION_QUERY}, timeout=5)
-        data = response.json()["data"]["workspaceOrError"]
+        body = response.json()
+        data = body["data"]["workspaceOrError"]
     except (httpx.HTTPError, ValueError, KeyError, TypeError):
         return None
     if data["__typename"] != "Workspace":
@@ -198,7 +200,7 @@ def location_status(url: str) -> LocationStatus | None:
         return None
     loaded = entry["locationOrLoadError"] or {}
     if loaded.get("__typename") != "RepositoryLocation":
-        error = loaded.get("message") or "the code location did not load"
+        error = loaded.get("message") or _graphql_error(body) or "the code location did not load"
         return LocationStatus(False, f"{error}\n{''.join(loaded.get('stack') or [])}".strip())
     jobs = [j["name"] for r in loaded["repositories"] for j in r["jobs"]]
     playbook_jobs = [j for j in jobs if not j.startswith("__")]
@@ -209,6 +211,17 @@ def location_status(url: str) -> LocationStatus | None:
         sensors=sum(len(r["sensors"]) for r in loaded["repositories"]),
         invalid=len([j for j in playbook_jobs if naming.is_invalid_job(j)]),
     )
+
+
+def _graphql_error(body: dict[str, Any]) -> str | None:
+    """The first error of a GraphQL answer: the webserver loaded the location but could not
+    describe it (e.g. its Dagster storage refused a query), so the answer holds no location."""
+    errors = body.get("errors") or []
+    if not errors:
+        return None
+    path = ".".join(str(part) for part in errors[0].get("path") or [])
+    message = str(errors[0].get("message") or "")
+    return f"the webserver could not describe the code location ({path}): {message}"
 
 
 def wait_until_ready(
