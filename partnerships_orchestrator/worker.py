@@ -26,9 +26,14 @@ CELERY_APP = "dagster_celery.app"  # dagster-celery's app: its tasks run Dagster
 
 
 def worker_config_file(dagster_home: Path) -> Path:
-    """Write the worker's ``celery_executor`` config block (the jobs use the same one)."""
+    """Write the worker's ``celery_executor`` config block (the jobs use the same one).
+
+    Workers of one machine share the file: it is replaced whole, so a worker starting while
+    another writes it never reads half of it."""
     path = dagster_home / "celery-worker.yaml"
-    path.write_text(yaml.safe_dump({"execution": {"config": celery_config()}}, sort_keys=False))
+    scratch = path.with_suffix(f".{os.getpid()}.tmp")
+    scratch.write_text(yaml.safe_dump({"execution": {"config": celery_config()}}, sort_keys=False))
+    scratch.replace(path)
     return path
 
 
