@@ -25,7 +25,7 @@ from partnerships_orchestrator.api.routers import (
     webhooks,
 )
 from partnerships_orchestrator.api.run_events import RunEvents
-from partnerships_orchestrator.api.run_storage_connections import keep_run_storage_connections
+from partnerships_orchestrator.api.storage_connections import keep_storage_connections
 from partnerships_orchestrator.api.webserver import Webserver
 from partnerships_orchestrator.project import Project
 from partnerships_orchestrator.settings import WEBSERVER_ENV, Settings, load_settings
@@ -48,7 +48,7 @@ def create_app(
     project = Project(settings or load_settings())
     settings = project.settings
     project.prepare()
-    keep_run_storage_connections(project.instance)  # the API reads runs many times a second
+    keep_storage_connections(project.instance)  # the API reads runs many times a second
     token_store = TokenStore(settings.state_url)
     audit_log = AuditLog(settings.state_url)
     rate = default_rate or int(os.environ.get(RATE_ENV) or DEFAULT_RATE)

@@ -1,5 +1,5 @@
-"""The API's open connections to Dagster's SQLite run storage see every run and status change
-another process writes, the moment it is written."""
+"""The API's open connections to Dagster's SQLite run storage and event log see every run,
+status change and event another process writes, the moment it is written."""
 
 from __future__ import annotations
 
@@ -9,7 +9,8 @@ from concurrent.futures import ThreadPoolExecutor
 import dagster as dg
 import pytest
 
-from partnerships_orchestrator.api.run_storage_connections import keep_run_storage_connections
+from partnerships_orchestrator.api.run_events import RunEvents
+from partnerships_orchestrator.api.storage_connections import keep_storage_connections
 
 
 @dg.op
@@ -27,7 +28,7 @@ def instances() -> Iterator[tuple[dg.DagsterInstance, dg.DagsterInstance]]:
     """The API's instance (connections kept) and a writer's on the same home."""
     with dg.instance_for_test() as writer:
         reader = dg.DagsterInstance.from_ref(writer.get_ref())
-        assert keep_run_storage_connections(reader)
+        assert keep_storage_connections(reader) == ["runs", "event log"]
         yield reader, writer
         reader.dispose()
 
@@ -62,8 +63,23 @@ def test_many_threads_read_and_the_reader_can_still_write(
     assert writer.get_run_by_id(ids[0]).tags["partnerships/test"] == "yes"
 
 
-def test_other_run_storages_are_left_as_configured():
-    with dg.instance_for_test() as instance:
-        memory = dg.DagsterInstance.ephemeral()
-        assert not keep_run_storage_connections(memory)
-        assert keep_run_storage_connections(instance)
+def test_events_written_elsewhere_after_a_read_are_read_on_the_next_call(
+    instances: tuple[dg.DagsterInstance, dg.DagsterInstance],
+):
+    reader, writer = instances
+    run = reader.get_run_by_id(hello.execute_in_process(instance=writer).run_id)
+    assert run is not None
+    events = RunEvents(reader)
+    first = events.log(run, 1000)  # Dagster opens the run's file: later reads keep a connection
+    for n in range(1, 4):
+        writer.report_engine_event(f"after the end {n}", run)
+        log = events.log(run, 1000)
+        assert len(log.records) == len(first.records) + n
+        assert log.records[-1].event_log_entry.message.endswith(f"after the end {n}")
+    direct = writer.get_records_for_run(run.run_id).records
+    assert [r.storage_id for r in log.records] == [r.storage_id for r in direct]
+    assert list(log.steps) == list(writer.get_run_step_stats(run.run_id))
+
+
+def test_other_storages_are_left_as_configured():
+    assert keep_storage_connections(dg.DagsterInstance.ephemeral()) == []
