@@ -27,20 +27,24 @@ in front of every vendor request.
 
 from __future__ import annotations
 
+import logging
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 
 from sqlalchemy import Engine, text
 from sqlalchemy.dialects import postgresql
+from sqlalchemy.exc import OperationalError
 
 from partnerships_orchestrator.connectors.departure import sleep_unless_cancelled
 from partnerships_orchestrator.connectors.ratelimit import WAIT_EPSILON, RateLimit, RateLimiter
-from partnerships_orchestrator.errors import ConfigurationError
+from partnerships_orchestrator.errors import ConfigurationError, ConnectorError
 from partnerships_orchestrator.settings import DATABASE_ENV, RATE_LIMITS_ENV
 from partnerships_orchestrator.store import tables
 from partnerships_orchestrator.store.state import StateStore
 
 MAIN_LANE = ""
+_log = logging.getLogger("partnerships.connectors.rate_limit")
 _MODES = ("shared", "local")
 
 # Lock the call's lanes (the connection's, then the key's: always in this order, so two calls
@@ -123,17 +127,21 @@ class SharedRateLimiter(RateLimiter):
         """Block until this call's turn (for ``key``'s sub-limit too); return the seconds waited."""
         lanes = [MAIN_LANE] if key is None else [MAIN_LANE, key]
         start, slept = self._clock(), False
+        # first what the vendor told this process (quota readings, pauses), then the shared pace
+        while (wait := self._try_take(key)) > WAIT_EPSILON:
+            self._sleep(wait)
+            slept = True
         while True:
-            # first what the vendor told this process (quota readings, pauses), then the pace
-            while (wait := self._try_take(key)) > WAIT_EPSILON:
-                self._sleep(wait)
-                slept = True
-            reserved, wait = self._reserve(lanes)
+            with self._database("reserve a turn"):
+                reserved, wait = self._reserve(lanes)
             if wait > WAIT_EPSILON:
                 self._sleep(wait)
                 slept = True
-            if reserved and (wait <= WAIT_EPSILON or self._paused_for(lanes) <= WAIT_EPSILON):
+            if not reserved:
+                continue  # the key was busy (or its lane was made again): ask again
+            if wait <= WAIT_EPSILON or not self._paused(lanes):
                 return self._waited(start, slept)
+            # the turn fell inside a pause another worker saw meanwhile: take a turn after it
 
     def _reserve(self, lanes: list[str]) -> tuple[bool, float]:
         """Reserve the next turn in ``lanes``: (reserved, seconds until the turn or the retry)."""
@@ -147,19 +155,34 @@ class SharedRateLimiter(RateLimiter):
             return False, 0.0
         return bool(reserved), max(0.0, float(wait))
 
-    def _paused_for(self, lanes: list[str]) -> float:
-        with self._engine.connect() as conn:
-            return float(
-                conn.execute(_PAUSED, {"bucket": self.bucket, "lanes": lanes}).scalar_one()
-            )
+    def _paused(self, lanes: list[str]) -> bool:
+        with self._database("read the pause"), self._engine.connect() as conn:
+            left = conn.execute(_PAUSED, {"bucket": self.bucket, "lanes": lanes}).scalar_one()
+        return float(left) > WAIT_EPSILON
 
     def pause(self, seconds: float, key: str | None = None) -> None:
         """Hold every worker's calls (or only ``key``'s) for ``seconds``."""
         super().pause(seconds, key)
         lane = MAIN_LANE if key is None else key
-        self._ensure([lane])
-        with self._engine.begin() as conn:
-            conn.execute(_PAUSE, {"bucket": self.bucket, "lane": lane, "seconds": seconds})
+        try:
+            self._ensure([lane])
+            with self._engine.begin() as conn:
+                conn.execute(_PAUSE, {"bucket": self.bucket, "lane": lane, "seconds": seconds})
+        except OperationalError as exc:  # this process still pauses; the next acquire will fail
+            _log.warning(
+                f"{self.bucket}: the pause of {seconds:.2f} s was not shared: {_first_line(exc)}"
+            )
+
+    @contextmanager
+    def _database(self, doing: str) -> Iterator[None]:
+        """The state database is needed to send: its failure stops the call before it leaves."""
+        try:
+            yield
+        except OperationalError as exc:
+            raise ConnectorError(
+                f"{self.bucket}: could not {doing} in the shared rate limit: {_first_line(exc)}",
+                f"check that the state database ({DATABASE_ENV}) is reachable; nothing was sent",
+            ) from exc
 
     def _ensure(self, lanes: list[str]) -> None:
         """Create the lanes this process has not used yet, with this process's limits."""
@@ -192,6 +215,10 @@ class SharedRateLimiter(RateLimiter):
             "next_at": 0.0 if limit else None,
             "paused_until": None,
         }
+
+
+def _first_line(exc: OperationalError) -> str:
+    return str(exc.orig).strip().splitlines()[0] if str(exc.orig).strip() else type(exc).__name__
 
 
 def limiter_for(

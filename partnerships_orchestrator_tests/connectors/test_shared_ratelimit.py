@@ -11,6 +11,7 @@ before the window it is recorded in.
 
 from __future__ import annotations
 
+import socket
 import threading
 import uuid
 from collections.abc import Iterator
@@ -23,7 +24,7 @@ from partnerships_orchestrator.connectors.departure import Cancellation, cancell
 from partnerships_orchestrator.connectors.ratelimit import RateLimit, RateLimiter
 from partnerships_orchestrator.connectors.sendgrid import SendGridEmail
 from partnerships_orchestrator.connectors.shared_ratelimit import SharedRateLimiter, limiter_for
-from partnerships_orchestrator.errors import ConfigurationError, StepTimeout
+from partnerships_orchestrator.errors import ConfigurationError, ConnectorError, StepTimeout
 from partnerships_orchestrator.settings import DATABASE_ENV, RATE_LIMITS_ENV
 from partnerships_orchestrator.store.state import StateStore
 from partnerships_orchestrator_tests.postgres import create_database
@@ -237,3 +238,20 @@ def test_connections_share_their_limiter_only_when_state_is_on_postgresql(
         ConfigurationError, match="PARTNERSHIPS_RATE_LIMITS='everywhere'.*shared, local"
     ):
         limiter_for("sendgrid", limit)
+
+
+def test_an_unreachable_state_database_stops_the_call_before_it_leaves() -> None:
+    with socket.socket() as probe:  # a loopback port nobody listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    engine = sa.create_engine(f"postgresql+psycopg://postgres@127.0.0.1:{port}/gone")
+    limiter = SharedRateLimiter("twilio", engine, RateLimit(requests=5, per_seconds=1))
+
+    limiter.pause(1.0)  # a Retry-After it cannot share still holds this process
+    assert limiter._try_take(None) > 0
+    with pytest.raises(ConnectorError) as raised:
+        SharedRateLimiter("twilio", engine).acquire()
+    assert raised.value.message.startswith(
+        "twilio: could not reserve a turn in the shared rate limit"
+    )
+    assert raised.value.hint is not None and "PARTNERSHIPS_DATABASE_URL" in raised.value.hint
