@@ -12,6 +12,7 @@ from partnerships_orchestrator.connections import (
     configured,
     provider_of,
 )
+from partnerships_orchestrator.connectors.shared_ratelimit import shared_state_url
 from partnerships_orchestrator.errors import PartnershipsError
 from partnerships_orchestrator.project import Project
 
@@ -64,6 +65,8 @@ def rate_limit_text(reported: Any, resource: Any) -> str:
     interval = getattr(resource, "interval_seconds", None)
     if interval:
         parts.append(f"1 per {interval:g} s")
+    if parts and shared_state_url() is not None:
+        parts[-1] += ", shared by every worker"
     vendor = reported.get("vendor") if isinstance(reported, dict) else None
     if isinstance(vendor, dict) and vendor.get("remaining") is not None:
         parts.append(f"vendor: {vendor['remaining']}/{vendor.get('limit', '?')} left")

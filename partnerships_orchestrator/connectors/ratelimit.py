@@ -6,6 +6,10 @@ and then stalling. On top of the bucket the limiter honours what the vendor says
 a pause until a ``Retry-After`` deadline (for everyone, or for one key), and a "remaining quota"
 reading (``remaining`` calls until ``reset``) that is never overdrawn. Optional per-key buckets
 model sub-limits such as Slack's one message per second per channel.
+
+This limiter paces the calls of one process. When the product's state is in PostgreSQL, the
+connectors use :class:`~partnerships_orchestrator.connectors.shared_ratelimit.SharedRateLimiter`,
+which keeps the pace in that database for every worker and this limiter's quota readings on top.
 """
 
 from __future__ import annotations

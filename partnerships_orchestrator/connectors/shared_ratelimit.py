@@ -224,9 +224,17 @@ def _first_line(exc: OperationalError) -> str:
 def limiter_for(
     bucket: str, limit: RateLimit | None = None, *, per_key: RateLimit | None = None
 ) -> RateLimiter:
-    """Connection ``bucket``'s limiter: shared through the state database when that is
-    PostgreSQL (``PARTNERSHIPS_DATABASE_URL``), unless ``PARTNERSHIPS_RATE_LIMITS=local``;
-    else this process's own."""
+    """Connection ``bucket``'s limiter: shared through the state database when
+    :func:`shared_state_url` names one, else this process's own."""
+    url = shared_state_url()
+    if url is None:
+        return RateLimiter(limit, per_key=per_key)
+    return SharedRateLimiter(bucket, StateStore(url).engine, limit, per_key=per_key)
+
+
+def shared_state_url() -> str | None:
+    """The state database that paces every worker's calls: ``PARTNERSHIPS_DATABASE_URL`` when it
+    is PostgreSQL, unless ``PARTNERSHIPS_RATE_LIMITS=local``."""
     mode = os.environ.get(RATE_LIMITS_ENV) or "shared"
     if mode not in _MODES:
         raise ConfigurationError(
@@ -235,5 +243,5 @@ def limiter_for(
         )
     url = os.environ.get(DATABASE_ENV) or ""
     if mode == "local" or not url.startswith(("postgresql", "postgres:")):
-        return RateLimiter(limit, per_key=per_key)
-    return SharedRateLimiter(bucket, StateStore(url).engine, limit, per_key=per_key)
+        return None
+    return url

@@ -20,6 +20,7 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy import Engine
 
+from partnerships_orchestrator.connection_check import rate_limit_text
 from partnerships_orchestrator.connectors.departure import Cancellation, cancellable
 from partnerships_orchestrator.connectors.ratelimit import RateLimit, RateLimiter
 from partnerships_orchestrator.connectors.sendgrid import SendGridEmail
@@ -231,8 +232,11 @@ def test_connections_share_their_limiter_only_when_state_is_on_postgresql(
     assert shared.bucket == "sendgrid"
     assert shared.limit is not None and shared.limit.rate == limit.rate
 
+    assert rate_limit_text(None, email) == "5 per 1 s, shared by every worker"  # connections check
+
     monkeypatch.setenv(RATE_LIMITS_ENV, "local")
     assert type(limiter_for("sendgrid", limit)) is RateLimiter
+    assert rate_limit_text(None, email) == "5 per 1 s"
     monkeypatch.setenv(RATE_LIMITS_ENV, "everywhere")
     with pytest.raises(
         ConfigurationError, match="PARTNERSHIPS_RATE_LIMITS='everywhere'.*shared, local"
