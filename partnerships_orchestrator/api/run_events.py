@@ -26,6 +26,7 @@ from dagster._core.execution.stats import (
 
 RUNS_HELD = 256  # finished runs whose records stay in memory (least recently read dropped first)
 RECORDS_HELD = 10_000  # a run with more records than this is read from Dagster on every call
+RECORDS_TOTAL = 50_000  # records held of all runs together (least recently read dropped first)
 
 
 @dataclass(frozen=True)
@@ -67,10 +68,12 @@ class RunEvents:
         *,
         runs_held: int = RUNS_HELD,
         records_held: int = RECORDS_HELD,
+        records_total: int = RECORDS_TOTAL,
     ) -> None:
         self.instance = instance
         self.runs_held = runs_held
         self.records_held = records_held
+        self.records_total = records_total
         self._held: OrderedDict[str, _Held] = OrderedDict()
         self._lock = threading.Lock()
 
@@ -108,7 +111,7 @@ class RunEvents:
     def _read_more(self, run_id: str, held: _Held) -> bool:
         """Append the records written since the last read; ``False`` when there are too many to
         hold."""
-        known = list(held.log.records) if held.log else []
+        known = held.log.records if held.log else ()
         room = self.records_held - len(known)
         if room <= 0:
             return False
@@ -119,7 +122,19 @@ class RunEvents:
         if held.log is None or found.records:
             records = [*known, *found.records]
             held.log = RunLog(records, step_stats(run_id, records))
+            self._fit(run_id)
         return True
+
+    def _fit(self, keep: str) -> None:
+        """Let go of the least recently read runs until all held records fit the total."""
+        with self._lock:
+            total = sum(len(h.log.records) for h in self._held.values() if h.log)
+            for run_id in list(self._held):
+                if total <= self.records_total:
+                    break
+                if run_id != keep:
+                    dropped = self._held.pop(run_id)
+                    total -= len(dropped.log.records) if dropped.log else 0
 
     def _read_live(self, run_id: str, newest: int) -> RunLog:
         steps = self.instance.get_run_step_stats(run_id)

@@ -89,8 +89,12 @@ def test_the_least_recently_read_runs_are_let_go(
         steps.execute_in_process(instance=instance, raise_on_error=False).run_id
     )
     assert other is not None
-    events = RunEvents(instance, runs_held=1)
-    events.log(run, 1)
-    events.log(other, 1)
-    assert list(events._held) == [other.run_id]
-    assert _ids(events.log(run, 2).newest(2)) == _newest(instance, run.run_id, 2)
+    for events in (
+        RunEvents(instance, runs_held=1),
+        RunEvents(instance, records_total=len(instance.get_records_for_run(run.run_id).records)),
+    ):
+        events.log(run, 1)
+        events.log(other, 1)
+        assert list(events._held) == [other.run_id]
+        assert _ids(events.log(run, 2).newest(2)) == _newest(instance, run.run_id, 2)
+        assert list(events._held) == [run.run_id]
