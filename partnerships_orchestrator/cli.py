@@ -16,11 +16,11 @@ from rich.markup import escape
 from rich.table import Table
 
 from partnerships_orchestrator.errors import PartnershipsError
-from partnerships_orchestrator.project import Project
 from partnerships_orchestrator.settings import Settings, load_settings
 from partnerships_orchestrator.store.jsonable import jsonable
 
 if TYPE_CHECKING:
+    from partnerships_orchestrator.project import Project
     from partnerships_orchestrator.run_local import ProgressEvent, RunSummary
 
 
@@ -43,6 +43,9 @@ def _settings(ctx: click.Context) -> Settings:
 
 
 def _project(ctx: click.Context) -> Project:
+    # imported here: it loads Dagster (~1.3 s), which `token` and `schema` never need
+    from partnerships_orchestrator.project import Project
+
     return Project(_settings(ctx))
 
 
@@ -618,6 +621,8 @@ def seed(ctx: click.Context, playbooks: str | None, home: str | None, reset: boo
 
 
 def _seed(settings: Settings, reset: bool = False) -> dict[str, int]:
+    from partnerships_orchestrator.project import Project
+
     return Project(settings).seed(reset=reset)
 
 
