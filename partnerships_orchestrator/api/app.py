@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import os
 from typing import Any
 
@@ -118,4 +119,10 @@ def _openapi(app: FastAPI) -> dict[str, Any]:
 
 def app_from_environment() -> FastAPI:
     """For `uvicorn --factory partnerships_orchestrator.api.app:app_from_environment`."""
-    return create_app()
+    app = create_app()
+    # What exists now (Dagster, the catalog, the app: ~230,000 objects) lives as long as the
+    # process; frozen, the collector's full passes no longer walk it. Measured: a full pass
+    # over it took 130 ms, during which no request moves; frozen, under 1 ms.
+    gc.collect()
+    gc.freeze()
+    return app
