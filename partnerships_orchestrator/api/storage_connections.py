@@ -14,7 +14,11 @@ What a kept connection sees is unchanged: reads run outside any transaction (the
 one only to write), so each read sees every commit made before it, by any process, and a
 connection goes back to its pool with its transaction ended. A run's event log file is read
 this way only after Dagster itself has opened (and, if new, created) it in this process; the
-files are replaced only by wiping the whole storage. PostgreSQL storage is left as configured.
+files are replaced only by wiping the whole storage.
+
+Other storages (PostgreSQL) get what Dagster does for its own long-lived webserver
+(`optimize_for_webserver`: connections held open and recycled, a statement timeout), with the
+webserver's default settings.
 """
 
 from __future__ import annotations
@@ -35,11 +39,21 @@ RUN_STORAGE_POOL = 8  # connections kept open to `runs.db`; more are opened (the
 EVENT_LOG_POOL = 2  # connections kept open to each run's event log file
 EVENT_LOGS_HELD = 32  # run event log files kept open (least recently read closed first)
 BUSY_TIMEOUT = 30  # seconds a read waits for a writer's lock, as the product's state store does
+# `dagster-webserver`'s defaults for --db-statement-timeout, --db-pool-recycle, --db-pool-max-overflow
+STATEMENT_TIMEOUT_MS = 15_000
+POOL_RECYCLE_S = 3_600
+POOL_MAX_OVERFLOW = 20
 
 
 def keep_storage_connections(instance: dg.DagsterInstance) -> list[str]:
-    """Read ``instance``'s SQLite run storage and event log through open connections; returns
-    which of them it changed (none for other storages)."""
+    """Read ``instance``'s SQLite run storage and event log through open connections, and
+    let Dagster set up any other storage for a long-lived process; returns which SQLite storages
+    it changed."""
+    instance.optimize_for_webserver(
+        statement_timeout=STATEMENT_TIMEOUT_MS,
+        pool_recycle=POOL_RECYCLE_S,
+        max_overflow=POOL_MAX_OVERFLOW,
+    )  # a no-op for SQLite storages
     kept = []
     if type(instance.run_storage) is SqliteRunStorage:
         _keep_run_storage(instance.run_storage)

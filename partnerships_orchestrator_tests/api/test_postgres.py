@@ -46,6 +46,13 @@ def test_executions_are_read_from_dagster_storage_on_postgresql(
         assert run["status"] == "SUCCESS" and run["playbook"] == "api-hello"
         assert {s["key"] for s in run["steps"]} == {"partners", "count", "greet"}
         assert len(run["messages_sent"]) == 2
+        # the API holds its storage connections open (Dagster's webserver set-up): a run
+        # written after they opened is read at once
+        later = project.execute("api-hello", {"tier": "gold"})
+        listed = client.get(f"{PREFIX}/executions", params={"playbook": "api-hello"}).json()
+        assert [e["id"] for e in listed["items"]][:2] == [later.run_id, summary.run_id]
+        again = client.get(f"{PREFIX}/executions/{later.run_id}").json()
+        assert again["status"] == "SUCCESS" and len(again["steps"]) == 3
         ready = client.get(f"{PREFIX}/health/ready")
         assert ready.json()["checks"]["dagster_storage"]["ok"] is True
         assert ready.status_code == 503  # no webserver in this test: not ready, and says so
