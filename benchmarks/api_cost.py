@@ -11,8 +11,11 @@ A fresh home (demo warehouse seeded, three finished runs of the 3-step playbook 
 made by `partnerships run`), the app built by `create_app` as `partnerships up` builds it, and
 each request sent straight into the ASGI app (no sockets, no client threads), so sync routes
 and dependencies run in the worker thread pool as they do when served. The baseline is
-`GET /health/live`; `--profile NAME` prints the cProfile of that endpoint (its work then runs in
-the event loop's thread, so that the profile sees it).
+`GET /health/live`. The execution endpoints are measured twice: served from the response cache
+(a repeated read: nothing was committed since) and as a miss (the cache emptied before each
+request: what every read costs after a change, probe and rendering included). `--profile NAME`
+prints the cProfile of that endpoint (its work then runs in the event loop's thread, so that
+the profile sees it).
 """
 
 from __future__ import annotations
@@ -58,6 +61,16 @@ def make_home(base: Path, runs: int) -> None:
 
 
 Call = Callable[[], Awaitable[None]]
+
+
+def missing(cache: Any, call: Call) -> Call:
+    """``call`` with the response cache emptied first: every request reads and renders."""
+
+    async def miss() -> None:
+        cache.clear()
+        await call()
+
+    return miss
 
 
 def caller(app: Any, secret: str, path: str, query: str = "") -> Call:
@@ -145,6 +158,8 @@ def main() -> None:
             "executions": caller(app, secret, f"{PREFIX}/executions", "limit=20"),
             "executions_get": caller(app, secret, f"{PREFIX}/executions/{run_id}"),
         }
+        calls["executions_miss"] = missing(ctx.responses, calls["executions"])
+        calls["executions_get_miss"] = missing(ctx.responses, calls["executions_get"])
         if args.profile:
             call = calls[args.profile]
             asyncio.run(measure({args.profile: call}, 20))
@@ -155,18 +170,22 @@ def main() -> None:
             pstats.Stats(profile).sort_stats("cumulative").print_stats(40)
             return
         costs = asyncio.run(measure(calls, args.requests))
+        hits, misses = ctx.responses.hits, ctx.responses.misses
     base = costs["health_live"][1]
     print(f"\none request at a time, {args.requests} per endpoint, viewer token")
-    print(f"{'endpoint':<32} {'wall ms':>8} {'CPU ms':>8} {'CPU / baseline':>15}")
+    print(f"{'endpoint':<38} {'wall ms':>8} {'CPU ms':>8} {'CPU / baseline':>15}")
     labels = {
         "health_live": "GET /health/live (baseline)",
         "playbooks": "GET /playbooks",
         "playbooks_get": "GET /playbooks/{id}",
-        "executions": "GET /executions?limit=20",
-        "executions_get": "GET /executions/{id}",
+        "executions": "GET /executions?limit=20 (hit)",
+        "executions_get": "GET /executions/{id} (hit)",
+        "executions_miss": "GET /executions?limit=20 (miss)",
+        "executions_get_miss": "GET /executions/{id} (miss)",
     }
     for name, (wall, cpu) in costs.items():
-        print(f"{labels[name]:<32} {wall:>8.2f} {cpu:>8.2f} {cpu / base:>14.1f}x")
+        print(f"{labels[name]:<38} {wall:>8.2f} {cpu:>8.2f} {cpu / base:>14.1f}x")
+    print(f"response cache: {hits} hits, {misses} misses")
     print(f"load average {os.getloadavg()[0]:.2f} at the end")
 
 

@@ -15,6 +15,7 @@ from partnerships_orchestrator.api.auth import Authenticator
 from partnerships_orchestrator.api.body_limits import BodyLimits
 from partnerships_orchestrator.api.catalog import PlaybookCatalog
 from partnerships_orchestrator.api.context import ApiContext
+from partnerships_orchestrator.api.response_cache import CACHE_ENV, DEFAULT_MB, ResponseCache
 from partnerships_orchestrator.api.routers import (
     audit,
     dead_letters,
@@ -27,7 +28,9 @@ from partnerships_orchestrator.api.routers import (
 )
 from partnerships_orchestrator.api.run_events import RunEvents
 from partnerships_orchestrator.api.storage_connections import keep_storage_connections
+from partnerships_orchestrator.api.storage_files import StorageFiles
 from partnerships_orchestrator.api.webserver import Webserver
+from partnerships_orchestrator.errors import ConfigurationError
 from partnerships_orchestrator.project import Project
 from partnerships_orchestrator.settings import WEBSERVER_ENV, Settings, load_settings
 from partnerships_orchestrator.store.audit import AuditLog
@@ -61,6 +64,8 @@ def create_app(
         audit=audit_log,
         auth=Authenticator(token_store, rate),
         run_events=RunEvents(project.instance),
+        responses=ResponseCache(max_bytes=_cache_bytes()),
+        files=StorageFiles(project.instance, settings.state_url),
     )
     app = FastAPI(
         title="Partnerships Orchestrator API",
@@ -84,6 +89,20 @@ def create_app(
     )
     app.add_middleware(AuditTrail, audit=audit_log, prefix=PREFIX)  # outermost: sees refusals too
     return app
+
+
+def _cache_bytes() -> int:
+    value = os.environ.get(CACHE_ENV, "").strip() or str(DEFAULT_MB)
+    try:
+        megabytes = float(value)
+    except ValueError:
+        megabytes = -1
+    if megabytes < 0:
+        raise ConfigurationError(
+            f"{CACHE_ENV}={value!r} is not a size",
+            hint=f"give the megabytes of answers to keep (default {DEFAULT_MB}; 0 turns it off)",
+        )
+    return int(megabytes * (1 << 20))
 
 
 def _openapi(app: FastAPI) -> dict[str, Any]:

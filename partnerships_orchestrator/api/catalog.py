@@ -46,6 +46,7 @@ class PlaybookCatalog:
         self._fingerprint: object = None
         self._entries: dict[str, Entry] = {}
         self._checked_at = -math.inf
+        self.version = 0  # one more at every reload: part of cached answers' keys
 
     def _current_fingerprint(self) -> object:
         files = []
@@ -80,6 +81,13 @@ class PlaybookCatalog:
                 for doc in catalog.documents
             }
             self._fingerprint = fingerprint
+            self.version += 1
+
+    def snapshot(self) -> tuple[int, dict[str, Entry]]:
+        """The catalog's version and the entries of that version."""
+        self.refresh()
+        with self._lock:
+            return self.version, self._entries
 
     def entries(self) -> dict[str, Entry]:
         self.refresh()

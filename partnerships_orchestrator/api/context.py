@@ -10,7 +10,9 @@ from fastapi import Request
 from partnerships_orchestrator.api.auth import Authenticator
 from partnerships_orchestrator.api.catalog import Entry, PlaybookCatalog
 from partnerships_orchestrator.api.problems import Problem
+from partnerships_orchestrator.api.response_cache import ResponseCache
 from partnerships_orchestrator.api.run_events import RunEvents
+from partnerships_orchestrator.api.storage_files import StorageFiles
 from partnerships_orchestrator.api.webserver import Webserver
 from partnerships_orchestrator.project import Project
 from partnerships_orchestrator.settings import Settings
@@ -30,6 +32,8 @@ class ApiContext:
     audit: AuditLog
     auth: Authenticator
     run_events: RunEvents
+    responses: ResponseCache
+    files: StorageFiles
 
     @property
     def settings(self) -> Settings:

@@ -10,9 +10,11 @@ from typing import Annotated, Any
 
 import dagster as dg
 from dagster._core.storage.dagster_run import RunRecord
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import APIRouter, Depends, Query, Request, Response
+from pydantic import BaseModel
 
 from partnerships_orchestrator.api.auth import role
+from partnerships_orchestrator.api.catalog import Entry
 from partnerships_orchestrator.api.context import ApiContext, context
 from partnerships_orchestrator.api.problems import Problem, responses
 from partnerships_orchestrator.api.schemas import (
@@ -63,15 +65,26 @@ def _summary(record: RunRecord) -> dict[str, Any]:
     }
 
 
-def _visible_ids(ctx: ApiContext, token: Token) -> list[str]:
+def _visible_ids(entries: dict[str, Entry], token: Token) -> list[str]:
     return sorted(
         doc_id
-        for doc_id, entry in ctx.catalog.entries().items()
+        for doc_id, entry in entries.items()
         if entry.model.kind == "playbook" and token.sees(entry.model.owners)
     )
 
 
-def visible_run(ctx: ApiContext, token: Token, run_id: str) -> RunRecord:
+def _json(model: type[BaseModel], content: dict[str, Any]) -> bytes:
+    """The body FastAPI would send for ``content`` as ``model`` (validated, then JSON)."""
+    return model.model_validate(content).model_dump_json().encode()
+
+
+def _answer(body: bytes) -> Response:
+    return Response(content=body, media_type="application/json")
+
+
+def visible_run(
+    ctx: ApiContext, token: Token, run_id: str, entries: dict[str, Entry] | None = None
+) -> RunRecord:
     """The run, if it is a playbook run the caller's teams own; 404 otherwise."""
     records = (
         ctx.instance.get_run_records(dg.RunsFilter(run_ids=[run_id]), limit=1) if run_id else []
@@ -83,7 +96,7 @@ def visible_run(ctx: ApiContext, token: Token, run_id: str) -> RunRecord:
     playbook = run.tags.get(naming.PLAYBOOK_TAG)
     if playbook is None:
         raise missing
-    entry = ctx.catalog.entry(playbook)
+    entry = (entries if entries is not None else ctx.catalog.entries()).get(playbook)
     owners = (
         list(entry.model.owners)
         if entry is not None
@@ -106,23 +119,55 @@ def list_executions(
     created_before: Annotated[datetime | None, Query()] = None,
     cursor: Annotated[str | None, Query(description="`next_cursor` of the previous page.")] = None,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
-) -> dict[str, Any]:
+) -> Response:
     """Runs of the playbooks the caller's teams own, newest first."""
     for value in status or []:
         if value not in STATUSES:
             raise Problem(
                 422, "invalid-request", f"unknown status {value!r}; one of {', '.join(STATUSES)}"
             )
-    ids = _visible_ids(ctx, token)
+    version, entries = ctx.catalog.snapshot()
+    ids = _visible_ids(entries, token)
     if playbook is not None:
         if playbook not in ids:
             raise Problem(404, "not-found", f"no playbook `{playbook}` visible to this token")
         ids = [playbook]
+    statuses = sorted(set(status or []))
+    key = (
+        "list",
+        version,
+        tuple(ids),
+        tuple(statuses),
+        created_after,
+        created_before,
+        cursor,
+        limit,
+    )
+    body = ctx.responses.answer(
+        key,
+        ctx.files.for_runs(),
+        lambda: _json(
+            Page[ExecutionSummary],
+            _list(ctx, ids, statuses, created_after, created_before, cursor, limit),
+        ),
+    )
+    return _answer(body)
+
+
+def _list(
+    ctx: ApiContext,
+    ids: list[str],
+    statuses: list[str],
+    created_after: datetime | None,
+    created_before: datetime | None,
+    cursor: str | None,
+    limit: int,
+) -> dict[str, Any]:
     if not ids:
         return {"items": [], "total": 0, "next_cursor": None}
     filters = dg.RunsFilter(
         tags={naming.PLAYBOOK_TAG: ids},
-        statuses=[dg.DagsterRunStatus(s) for s in status or []],
+        statuses=[dg.DagsterRunStatus(s) for s in statuses],
         created_after=created_after,
         created_before=created_before,
     )
@@ -150,10 +195,23 @@ def get_execution(
     logs: Annotated[
         int, Query(ge=0, le=5000, description="At most this many log lines (newest).")
     ] = 200,
-) -> dict[str, Any]:
+) -> Response:
     """A run: status, timing, each step's status and attempts, log lines, messages sent and
     dead letters."""
-    record = visible_run(ctx, token, run_id)
+    version, entries = ctx.catalog.snapshot()
+    key = ("get", version, frozenset(token.teams), run_id, logs)
+    body = ctx.responses.answer(
+        key,
+        ctx.files.for_run(run_id),
+        lambda: _json(ExecutionDetail, _detail(ctx, token, run_id, logs, entries)),
+    )
+    return _answer(body)
+
+
+def _detail(
+    ctx: ApiContext, token: Token, run_id: str, logs: int, entries: dict[str, Entry]
+) -> dict[str, Any]:
+    record = visible_run(ctx, token, run_id, entries)
     run = record.dagster_run
     log = ctx.run_events.log(run, logs)
     steps = [

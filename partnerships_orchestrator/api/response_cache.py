@@ -1,0 +1,99 @@
+"""Rendered answers of repeated reads, served again only while nothing they were read from has
+changed.
+
+An answer is stored under a key naming everything the route read it for (path, parameters as
+the route parsed them, the caller's visibility, the catalog's version) together with the
+validator of the files it was read from (:class:`DataVersions`), taken *before* the read. A
+request takes the validator again and is served the stored body only if it is equal: no commit
+reached any of those files since the stored answer began to be read, so the answer is what
+reading now would give. A commit during the read changes the next validator, so the answer
+read then is never served (one extra read, never a stale answer). Only SQLite files have such a
+validator; an answer read from anything else (PostgreSQL) is read on every request.
+
+Bounded by entries and bytes, least recently served dropped first; thread-safe.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+from collections.abc import Callable, Hashable, Sequence
+from dataclasses import dataclass
+
+from partnerships_orchestrator.api.data_versions import DataVersions, Token
+
+MAX_ENTRIES = 4096
+CACHE_ENV = "PARTNERSHIPS_API_CACHE_MB"
+DEFAULT_MB = 64
+
+
+@dataclass(frozen=True)
+class _Entry:
+    validator: tuple[Token, ...]
+    body: bytes
+
+
+class ResponseCache:
+    """``answer(key, files, render)``: the body ``render`` gives, rendered again only after a
+    commit to one of ``files`` (``None``: not cacheable, always rendered)."""
+
+    def __init__(
+        self,
+        max_bytes: int = DEFAULT_MB << 20,
+        max_entries: int = MAX_ENTRIES,
+        versions: DataVersions | None = None,
+    ) -> None:
+        self.max_bytes = max_bytes
+        self.max_entries = max_entries
+        self.versions = versions or DataVersions()
+        self._entries: OrderedDict[Hashable, _Entry] = OrderedDict()
+        self._bytes = 0
+        self._lock = threading.Lock()
+        self.hits = 0
+        self.misses = 0
+
+    @property
+    def enabled(self) -> bool:
+        return self.max_bytes > 0 and self.max_entries > 0
+
+    def answer(
+        self, key: Hashable, files: Sequence[str] | None, render: Callable[[], bytes]
+    ) -> bytes:
+        if files is None or not self.enabled:
+            return render()
+        validator = self.versions.validator(files)  # before reading: see the module docstring
+        with self._lock:
+            entry = self._entries.get(key)
+            if entry is not None and entry.validator == validator:
+                self._entries.move_to_end(key)
+                self.hits += 1
+                return entry.body
+            self.misses += 1
+        body = render()
+        self._put(key, _Entry(validator, body))
+        return body
+
+    def _put(self, key: Hashable, entry: _Entry) -> None:
+        size = len(entry.body)
+        if size > self.max_bytes // 4:
+            return  # one huge answer would push out many small ones
+        with self._lock:
+            old = self._entries.pop(key, None)
+            if old is not None:
+                self._bytes -= len(old.body)
+            self._entries[key] = entry
+            self._bytes += size
+            while len(self._entries) > self.max_entries or self._bytes > self.max_bytes:
+                _, dropped = self._entries.popitem(last=False)
+                self._bytes -= len(dropped.body)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._entries.clear()
+            self._bytes = 0
+
+    @property
+    def size(self) -> tuple[int, int]:
+        """(entries, bytes) held."""
+        with self._lock:
+            return len(self._entries), self._bytes

@@ -1,0 +1,225 @@
+"""Repeated reads of `/executions` are served from rendered answers, and never one older than
+the last commit: runs launched, progressing and finishing in other processes, deliveries and
+dead letters written by another process are read at once; a foreign team never gets another
+team's answer; the cache stays within its bounds."""
+
+from __future__ import annotations
+
+import sqlite3
+import subprocess
+import sys
+import warnings
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from partnerships_orchestrator.api.app import create_app
+from partnerships_orchestrator.api.context import ApiContext
+from partnerships_orchestrator.api.data_versions import ABSENT, DataVersions
+from partnerships_orchestrator.api.response_cache import CACHE_ENV, ResponseCache
+from partnerships_orchestrator.settings import load_settings
+from partnerships_orchestrator_tests.api.conftest import PREFIX, ROOT, Stack, wait_for
+
+with warnings.catch_warnings():
+    warnings.simplefilter("ignore")
+    from fastapi.testclient import TestClient
+
+FINISHED = {"SUCCESS", "FAILURE", "CANCELED"}
+
+
+def _commit_elsewhere(path: Path, sql: str) -> None:
+    """Commit ``sql`` to the SQLite file from another process."""
+    code = (
+        "import sqlite3, sys; c = sqlite3.connect(sys.argv[1]); c.execute(sys.argv[2]); c.commit()"
+    )
+    subprocess.run([sys.executable, "-c", code, str(path), sql], check=True)
+
+
+def test_data_version_changes_with_every_commit_of_another_connection_only(tmp_path: Path):
+    path = tmp_path / "probe.db"
+    versions = DataVersions(held=2)
+    assert versions.version(str(path)) == ABSENT and not path.exists()  # never creates it
+    _commit_elsewhere(path, "create table t (x integer)")
+    first = versions.version(str(path))
+    assert first != ABSENT and versions.version(str(path)) == first  # nothing new: unchanged
+    _commit_elsewhere(path, "insert into t values (1)")
+    second = versions.version(str(path))
+    assert second != first
+    with sqlite3.connect(path) as own:  # another connection of this process counts too
+        own.execute("insert into t values (2)")
+    assert versions.version(str(path)) not in (first, second)
+    # a replaced file is asked through a new connection, whose values match no earlier one
+    latest = versions.version(str(path))
+    path.unlink()
+    _commit_elsewhere(path, "create table t (x integer)")
+    assert versions.version(str(path))[0] > latest[0]
+    # connections beyond `held` are closed; one asked again starts a new generation
+    others = [tmp_path / f"other-{n}.db" for n in range(2)]
+    for other in others:
+        _commit_elsewhere(other, "create table t (x integer)")
+        versions.version(str(other))
+    assert versions.version(str(path))[0] > latest[0] + 1
+    versions.close()
+
+
+def test_the_cache_keeps_to_its_bounds_and_serves_only_unchanged_answers(tmp_path: Path):
+    path = tmp_path / "source.db"
+    _commit_elsewhere(path, "create table t (x integer)")
+    cache = ResponseCache(max_bytes=1000, max_entries=3)
+    rendered: list[str] = []
+
+    def render(key: str, size: int = 100) -> bytes:
+        rendered.append(key)
+        return key.encode().ljust(size, b".")
+
+    for key in ("a", "b", "c", "d"):
+        cache.answer(key, [str(path)], lambda k=key: render(k))
+    assert cache.size == (3, 300)  # `a` let go: the least recently served
+    cache.answer("b", [str(path)], lambda: render("b"))
+    cache.answer("a", [str(path)], lambda: render("a"))
+    assert rendered == ["a", "b", "c", "d", "a"] and cache.hits == 1
+    by_bytes = ResponseCache(max_bytes=1000, max_entries=100)
+    for key in "efghi":  # 240 bytes each: four fit in 1000
+        by_bytes.answer(key, [str(path)], lambda k=key: render(k, 240))
+    assert by_bytes.size == (4, 960)
+    by_bytes.answer("huge", [str(path)], lambda: render("huge", 300))  # over a quarter: not kept
+    assert by_bytes.size == (4, 960)
+    assert cache.answer("a", [str(path)], lambda: b"not read").startswith(b"a.")
+    _commit_elsewhere(path, "insert into t values (1)")
+    assert cache.answer("a", [str(path)], lambda: b"fresh") == b"fresh"
+    assert cache.answer("a", [str(path)], lambda: b"not read") == b"fresh"
+    assert cache.answer("a", None, lambda: b"uncacheable") == b"uncacheable"
+    off = ResponseCache(max_bytes=0)
+    assert [off.answer("k", [str(path)], lambda n=n: bytes([n])) for n in (1, 2)] == [b"\1", b"\2"]
+
+
+@pytest.fixture(scope="module")
+def api(stack: Stack) -> Iterator[tuple[TestClient, ApiContext]]:
+    """The API app of this process on the stack's home: runs, deliveries and dead letters are
+    written by the stack's processes (webserver, daemon, runs) and by subprocesses."""
+    with pytest.MonkeyPatch.context() as env:
+        for name in ("DAGSTER_HOME", "DAGSTER_POSTGRES_URL", CACHE_ENV):
+            env.delenv(name, raising=False)
+        settings = load_settings(stack.playbooks, stack.home, ROOT / "templates")
+        app = create_app(settings, webserver_url=stack.ui)
+        with TestClient(app, base_url="http://testserver" + PREFIX) as client:
+            yield client, app.state.ctx
+
+
+def _get(client: TestClient, secret: str, path: str, **params: Any) -> Any:
+    response = client.get(path, params=params, headers={"Authorization": f"Bearer {secret}"})
+    assert response.status_code == 200, response.text
+    return response.json()
+
+
+def _served_again(
+    ctx: ApiContext, client: TestClient, secret: str, path: str, **params: Any
+) -> Any:
+    """The answer, once it is served from the cache (a commit may land between two reads)."""
+
+    def twice() -> Any:
+        first = _get(client, secret, path, **params)
+        hits = ctx.responses.hits
+        second = _get(client, secret, path, **params)
+        return second if ctx.responses.hits == hits + 1 and second == first else None
+
+    return wait_for(twice, timeout=60, every=0)
+
+
+def _launch(stack: Stack, playbook: str) -> str:
+    started = stack.client(stack.token("operator")).post(f"/playbooks/{playbook}/execute", json={})
+    assert started.status_code == 202, started.text
+    return str(started.json()["execution_id"])
+
+
+@pytest.fixture(scope="module")
+def finished_run(stack: Stack, api: tuple[TestClient, ApiContext]) -> str:
+    """A run of api-hello launched through the stack, its list and detail read (and cached) here
+    before it exists, while it runs, and until it finished."""
+    client, ctx = api
+    viewer = stack.token("viewer")
+    listed = _served_again(ctx, client, viewer, "/executions", playbook="api-hello", limit=20)
+    run_id = _launch(stack, "api-hello")
+    fresh = _get(client, viewer, "/executions", playbook="api-hello", limit=20)
+    assert run_id not in [e["id"] for e in listed["items"]]
+    assert [e["id"] for e in fresh["items"]][:1] == [run_id]  # committed by the webserver
+    seen: set[str] = set()
+
+    def finished() -> Any:
+        body = _get(client, viewer, f"/executions/{run_id}")
+        seen.add(body["status"])
+        return body if body["status"] in FINISHED else None
+
+    done = wait_for(finished)
+    assert done["status"] == "SUCCESS" and len(seen) > 1  # read while it ran, then finished
+    assert {s["key"]: s["status"] for s in done["steps"]} == dict.fromkeys(
+        ("partners", "count", "greet"), "SUCCESS"
+    )
+    assert len(done["messages_sent"]) == 2
+    again = _served_again(ctx, client, viewer, f"/executions/{run_id}")
+    assert again["status"] == "SUCCESS"
+    listed = _get(client, viewer, "/executions", playbook="api-hello", limit=20)
+    assert listed["items"][0]["status"] == "SUCCESS"
+    return run_id
+
+
+def test_a_run_is_read_fresh_from_launch_to_finish(finished_run: str):
+    assert finished_run  # the fixture's reads are the test: it fails if any answer was stale
+
+
+def _write_state(stack: Stack, code: str) -> None:
+    """Run ``code`` with ``state`` (the stack's StateStore) in another process."""
+    prelude = (
+        "import sys\n"
+        "from partnerships_orchestrator.store.state import DeliveryKey, StateStore\n"
+        "state = StateStore(sys.argv[1])\n"
+    )
+    subprocess.run([sys.executable, "-c", prelude + code, stack.state_url], check=True, cwd=ROOT)
+
+
+def test_deliveries_and_dead_letters_written_by_another_process_are_read_at_once(
+    stack: Stack, api: tuple[TestClient, ApiContext], finished_run: str
+):
+    client, ctx = api
+    viewer = stack.token("viewer")
+    path = f"/executions/{finished_run}"
+    before = _served_again(ctx, client, viewer, path)
+    assert before["dead_letters"] == [] and len(before["messages_sent"]) == 2
+    _write_state(
+        stack,
+        f"state.add_dead_letter(playbook='api-hello', step='greet', run_id={finished_run!r}, "
+        "action='dead_letter', error='mailbox full', inputs={})",
+    )
+    after = _get(client, viewer, path)
+    assert [d["error"] for d in after["dead_letters"]] == ["mailbox full"]
+    assert _served_again(ctx, client, viewer, path) == after
+    _write_state(
+        stack,
+        f"state.record_sent(DeliveryKey({finished_run!r}, 'greet', 'late', 'late@example.com'), "
+        f"{{'id': 'late-1'}}, run_id={finished_run!r}, playbook='api-hello', channel='email', "
+        "provider='sendgrid')",
+    )
+    latest = _get(client, viewer, path)
+    assert len(latest["messages_sent"]) == 3
+    assert latest["messages_sent"][-1]["recipient"] == "late@example.com"
+
+
+def test_a_foreign_team_never_gets_another_teams_answer(
+    stack: Stack, api: tuple[TestClient, ApiContext], finished_run: str
+):
+    client, ctx = api
+    path = f"/executions/{finished_run}"
+    ours = _served_again(ctx, client, stack.token("viewer"), path)
+    assert ours["id"] == finished_run
+    foreign = stack.token("viewer", team="team-b")
+    for _ in range(2):
+        refused = client.get(path, headers={"Authorization": f"Bearer {foreign}"})
+        assert refused.status_code == 404, refused.text
+        listed = _get(client, foreign, "/executions", limit=20)
+        assert finished_run not in [e["id"] for e in listed["items"]]
+    # another token of the same team is served the same answer
+    assert _served_again(ctx, client, stack.token("operator"), path) == ours
+    # unauthenticated callers are refused before any answer is looked up
+    assert client.get(path).status_code == 401
