@@ -47,8 +47,9 @@ class _Probe:
 
     def version(self) -> int:
         with self.lock:
-            row = self.conn.execute("PRAGMA data_version").fetchone()
-        return int(row[0])
+            # fetchall: the statement runs to its end, so no read lock outlives the call
+            [(version,)] = self.conn.execute("PRAGMA data_version").fetchall()
+        return int(version)
 
     def close(self) -> None:
         with self.lock:

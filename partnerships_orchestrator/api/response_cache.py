@@ -10,15 +10,22 @@ reading now would give. A commit during the read changes the next validator, so 
 read then is never served (one extra read, never a stale answer). Only SQLite files have such a
 validator; an answer read from anything else (PostgreSQL) is read on every request.
 
+Requests that miss together (the same key and validator, say 50 dashboards after a commit) wait
+for one read instead of each reading: the read began after all of them took the validator it
+was taken under, and nothing was committed in between, so its answer is theirs too.
+
+Each answer carries an entity tag (a hash of its body) for `ETag` / `If-None-Match`.
 Bounded by entries and bytes, least recently served dropped first; thread-safe.
 """
 
 from __future__ import annotations
 
+import hashlib
+import sqlite3
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Hashable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from partnerships_orchestrator.api.data_versions import DataVersions, Token
 
@@ -28,9 +35,30 @@ DEFAULT_MB = 64
 
 
 @dataclass(frozen=True)
+class Rendered:
+    """A rendered answer and its entity tag."""
+
+    body: bytes
+    etag: str
+
+    @classmethod
+    def of(cls, body: bytes) -> Rendered:
+        return cls(body, f'"{hashlib.blake2b(body, digest_size=16).hexdigest()}"')
+
+
+@dataclass(frozen=True)
 class _Entry:
     validator: tuple[Token, ...]
-    body: bytes
+    answer: Rendered
+
+
+@dataclass
+class _Reading:
+    """A read under way, for the requests that miss with the same key and validator."""
+
+    validator: tuple[Token, ...]
+    done: threading.Event = field(default_factory=threading.Event)
+    answer: Rendered | None = None  # None once done: the read failed
 
 
 class ResponseCache:
@@ -47,6 +75,7 @@ class ResponseCache:
         self.max_entries = max_entries
         self.versions = versions or DataVersions()
         self._entries: OrderedDict[Hashable, _Entry] = OrderedDict()
+        self._reading: dict[Hashable, _Reading] = {}
         self._bytes = 0
         self._lock = threading.Lock()
         self.hits = 0
@@ -58,34 +87,58 @@ class ResponseCache:
 
     def answer(
         self, key: Hashable, files: Sequence[str] | None, render: Callable[[], bytes]
-    ) -> bytes:
+    ) -> Rendered:
         if files is None or not self.enabled:
-            return render()
-        validator = self.versions.validator(files)  # before reading: see the module docstring
+            return Rendered.of(render())
+        try:
+            validator = self.versions.validator(files)  # before reading: see the docstring
+        except sqlite3.Error:  # cannot tell whether anything changed: read, and keep nothing
+            return Rendered.of(render())
         with self._lock:
             entry = self._entries.get(key)
             if entry is not None and entry.validator == validator:
                 self._entries.move_to_end(key)
                 self.hits += 1
-                return entry.body
-            self.misses += 1
-        body = render()
-        self._put(key, _Entry(validator, body))
-        return body
+                return entry.answer
+            reading = self._reading.get(key)
+            joined = reading is not None and reading.validator == validator
+            if not joined:
+                reading = self._reading[key] = _Reading(validator)
+                self.misses += 1
+        assert reading is not None  # nosec B101 # set above under the lock
+        if joined:
+            reading.done.wait()
+            if reading.answer is not None:
+                with self._lock:
+                    self.hits += 1
+                return reading.answer
+            return Rendered.of(render())  # that read failed (a 404, say): this one answers
+        return self._read(key, reading, render)
+
+    def _read(self, key: Hashable, reading: _Reading, render: Callable[[], bytes]) -> Rendered:
+        try:
+            reading.answer = Rendered.of(render())
+            self._put(key, _Entry(reading.validator, reading.answer))
+            return reading.answer
+        finally:
+            with self._lock:
+                if self._reading.get(key) is reading:
+                    del self._reading[key]
+            reading.done.set()
 
     def _put(self, key: Hashable, entry: _Entry) -> None:
-        size = len(entry.body)
+        size = len(entry.answer.body)
         if size > self.max_bytes // 4:
             return  # one huge answer would push out many small ones
         with self._lock:
             old = self._entries.pop(key, None)
             if old is not None:
-                self._bytes -= len(old.body)
+                self._bytes -= len(old.answer.body)
             self._entries[key] = entry
             self._bytes += size
             while len(self._entries) > self.max_entries or self._bytes > self.max_bytes:
                 _, dropped = self._entries.popitem(last=False)
-                self._bytes -= len(dropped.body)
+                self._bytes -= len(dropped.answer.body)
 
     def clear(self) -> None:
         with self._lock:

@@ -8,8 +8,10 @@ from __future__ import annotations
 import sqlite3
 import subprocess
 import sys
+import threading
 import warnings
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -86,13 +88,44 @@ def test_the_cache_keeps_to_its_bounds_and_serves_only_unchanged_answers(tmp_pat
     assert by_bytes.size == (4, 960)
     by_bytes.answer("huge", [str(path)], lambda: render("huge", 300))  # over a quarter: not kept
     assert by_bytes.size == (4, 960)
-    assert cache.answer("a", [str(path)], lambda: b"not read").startswith(b"a.")
+    held = cache.answer("a", [str(path)], lambda: b"not read")
+    assert held.body.startswith(b"a.")
     _commit_elsewhere(path, "insert into t values (1)")
-    assert cache.answer("a", [str(path)], lambda: b"fresh") == b"fresh"
-    assert cache.answer("a", [str(path)], lambda: b"not read") == b"fresh"
-    assert cache.answer("a", None, lambda: b"uncacheable") == b"uncacheable"
+    fresh = cache.answer("a", [str(path)], lambda: b"fresh")
+    assert fresh.body == b"fresh" and fresh.etag != held.etag
+    assert cache.answer("a", [str(path)], lambda: b"not read") == fresh
+    assert cache.answer("a", None, lambda: b"uncacheable").body == b"uncacheable"
     off = ResponseCache(max_bytes=0)
-    assert [off.answer("k", [str(path)], lambda n=n: bytes([n])) for n in (1, 2)] == [b"\1", b"\2"]
+    assert [off.answer("k", [str(path)], lambda n=n: bytes([n])).body for n in (1, 2)] == [
+        b"\1",
+        b"\2",
+    ]
+
+
+def test_requests_missing_together_wait_for_one_read(tmp_path: Path):
+    path = tmp_path / "source.db"
+    _commit_elsewhere(path, "create table t (x integer)")
+    cache = ResponseCache()
+    release = threading.Event()
+    reads: list[int] = []
+
+    def render() -> bytes:
+        reads.append(1)
+        release.wait(timeout=60)
+        return b"answer"
+
+    with ThreadPoolExecutor(8) as pool:
+        first = pool.submit(cache.answer, "k", [str(path)], render)
+        wait_for(lambda: reads, timeout=30, every=0.01)  # the first read is under way
+        others = [pool.submit(cache.answer, "k", [str(path)], render) for _ in range(7)]
+        wait_for(lambda: all(f.running() for f in others), timeout=30, every=0.01)
+        release.set()
+        answers = [f.result().body for f in (first, *others)]
+    assert answers == [b"answer"] * 8 and len(reads) == 1
+    # a read that fails leaves nothing behind: the next request reads again
+    with pytest.raises(ValueError):
+        cache.answer("bad", [str(path)], lambda: (_ for _ in ()).throw(ValueError("no")))
+    assert cache.answer("bad", [str(path)], lambda: b"ok").body == b"ok"
 
 
 @pytest.fixture(scope="module")
@@ -223,3 +256,28 @@ def test_a_foreign_team_never_gets_another_teams_answer(
     assert _served_again(ctx, client, stack.token("operator"), path) == ours
     # unauthenticated callers are refused before any answer is looked up
     assert client.get(path).status_code == 401
+
+
+def test_an_unchanged_answer_is_not_sent_again_to_a_caller_holding_its_etag(
+    stack: Stack, api: tuple[TestClient, ApiContext], finished_run: str
+):
+    client, _ = api
+    path = f"/executions/{finished_run}"
+    viewer = {"Authorization": f"Bearer {stack.token('viewer')}"}
+    first = client.get(path, headers=viewer)
+    etag = first.headers["etag"]
+    assert first.headers["cache-control"] == "private, no-cache"
+    held = client.get(path, headers={**viewer, "If-None-Match": f'"other", W/{etag}'})
+    assert held.status_code == 304 and held.content == b"" and held.headers["etag"] == etag
+    _write_state(
+        stack,
+        f"state.add_dead_letter(playbook='api-hello', step='count', run_id={finished_run!r}, "
+        "action='dead_letter', error='changed', inputs={})",
+    )
+    changed = client.get(path, headers={**viewer, "If-None-Match": etag})
+    assert changed.status_code == 200 and changed.headers["etag"] != etag
+    assert "changed" in [d["error"] for d in changed.json()["dead_letters"]]
+    # another team's token holding the tag learns nothing: 404, as without it
+    foreign = {"Authorization": f"Bearer {stack.token('viewer', team='team-b')}"}
+    refused = client.get(path, headers={**foreign, "If-None-Match": changed.headers["etag"]})
+    assert refused.status_code == 404

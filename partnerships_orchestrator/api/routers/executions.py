@@ -10,13 +10,14 @@ from typing import Annotated, Any
 
 import dagster as dg
 from dagster._core.storage.dagster_run import RunRecord
-from fastapi import APIRouter, Depends, Query, Request, Response
+from fastapi import APIRouter, Depends, Header, Query, Request, Response
 from pydantic import BaseModel
 
 from partnerships_orchestrator.api.auth import role
 from partnerships_orchestrator.api.catalog import Entry
 from partnerships_orchestrator.api.context import ApiContext, context
 from partnerships_orchestrator.api.problems import Problem, responses
+from partnerships_orchestrator.api.response_cache import Rendered
 from partnerships_orchestrator.api.schemas import (
     ExecutionAccepted,
     ExecutionDetail,
@@ -78,8 +79,22 @@ def _json(model: type[BaseModel], content: dict[str, Any]) -> bytes:
     return model.model_validate(content).model_dump_json().encode()
 
 
-def _answer(body: bytes) -> Response:
-    return Response(content=body, media_type="application/json")
+IfNoneMatch = Annotated[
+    str | None,
+    Header(description="`ETag`s of answers the caller holds: 304 (no body) if it is still one."),
+]
+NOT_MODIFIED: dict[int | str, dict[str, Any]] = {
+    304: {"description": "Not modified: the answer is still the one of the `ETag` sent."}
+}
+
+
+def _answer(answer: Rendered, if_none_match: str | None) -> Response:
+    headers = {"ETag": answer.etag, "Cache-Control": "private, no-cache"}
+    if if_none_match is not None:
+        held = {tag.strip().removeprefix("W/") for tag in if_none_match.split(",")}
+        if answer.etag in held or "*" in held:
+            return Response(status_code=304, headers=headers)
+    return Response(content=answer.body, media_type="application/json", headers=headers)
 
 
 def visible_run(
@@ -107,7 +122,11 @@ def visible_run(
     return records[0]
 
 
-@router.get("", response_model=Page[ExecutionSummary], responses=responses(401, 404, 422, 429))
+@router.get(
+    "",
+    response_model=Page[ExecutionSummary],
+    responses={**NOT_MODIFIED, **responses(401, 404, 422, 429)},
+)
 def list_executions(
     ctx: Ctx,
     token: Viewer,
@@ -119,6 +138,7 @@ def list_executions(
     created_before: Annotated[datetime | None, Query()] = None,
     cursor: Annotated[str | None, Query(description="`next_cursor` of the previous page.")] = None,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
+    if_none_match: IfNoneMatch = None,
 ) -> Response:
     """Runs of the playbooks the caller's teams own, newest first."""
     for value in status or []:
@@ -143,7 +163,7 @@ def list_executions(
         cursor,
         limit,
     )
-    body = ctx.responses.answer(
+    answer = ctx.responses.answer(
         key,
         ctx.files.for_runs(),
         lambda: _json(
@@ -151,7 +171,7 @@ def list_executions(
             _list(ctx, ids, statuses, created_after, created_before, cursor, limit),
         ),
     )
-    return _answer(body)
+    return _answer(answer, if_none_match)
 
 
 def _list(
@@ -187,7 +207,11 @@ def _list(
     }
 
 
-@router.get("/{run_id}", response_model=ExecutionDetail, responses=responses(401, 404, 429))
+@router.get(
+    "/{run_id}",
+    response_model=ExecutionDetail,
+    responses={**NOT_MODIFIED, **responses(401, 404, 429)},
+)
 def get_execution(
     ctx: Ctx,
     token: Viewer,
@@ -195,17 +219,18 @@ def get_execution(
     logs: Annotated[
         int, Query(ge=0, le=5000, description="At most this many log lines (newest).")
     ] = 200,
+    if_none_match: IfNoneMatch = None,
 ) -> Response:
     """A run: status, timing, each step's status and attempts, log lines, messages sent and
     dead letters."""
     version, entries = ctx.catalog.snapshot()
     key = ("get", version, frozenset(token.teams), run_id, logs)
-    body = ctx.responses.answer(
+    answer = ctx.responses.answer(
         key,
         ctx.files.for_run(run_id),
         lambda: _json(ExecutionDetail, _detail(ctx, token, run_id, logs, entries)),
     )
-    return _answer(body)
+    return _answer(answer, if_none_match)
 
 
 def _detail(
