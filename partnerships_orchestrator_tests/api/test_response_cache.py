@@ -239,6 +239,27 @@ def test_deliveries_and_dead_letters_written_by_another_process_are_read_at_once
     assert latest["messages_sent"][-1]["recipient"] == "late@example.com"
 
 
+def test_an_event_written_to_the_runs_event_log_by_another_process_is_read_at_once(
+    stack: Stack, api: tuple[TestClient, ApiContext], finished_run: str
+):
+    """Only the run's own event log file changes (no run status, no state row)."""
+    client, ctx = api
+    viewer = stack.token("viewer")
+    path = f"/executions/{finished_run}"
+    before = _served_again(ctx, client, viewer, path)
+    assert "a note written late" not in [line["message"] for line in before["logs"]]
+    code = (
+        "import sys, dagster as dg\n"
+        "instance = dg.DagsterInstance.get()\n"
+        "instance.report_engine_event('a note written late', instance.get_run_by_id(sys.argv[1]))\n"
+    )
+    env = {**stack.env, "DAGSTER_HOME": str(stack.home / "dagster")}
+    subprocess.run([sys.executable, "-c", code, finished_run], check=True, cwd=ROOT, env=env)
+    after = _get(client, viewer, path)
+    assert after["logs"][-1]["message"] == "a note written late"
+    assert after["status"] == before["status"] == "SUCCESS"
+
+
 def test_a_foreign_team_never_gets_another_teams_answer(
     stack: Stack, api: tuple[TestClient, ApiContext], finished_run: str
 ):
