@@ -1,16 +1,20 @@
 """The HTTP API under load, and a webhook against a direct Dagster launch.
 
-    .venv/bin/python benchmarks/api.py                      # 50 clients x 40 requests, 10 webhook/direct pairs
-    .venv/bin/python benchmarks/api.py --clients 20 --requests 20 --runs 4   # a quicker look
+    .venv/bin/python benchmarks/api.py                      # 50 clients x 10 s, 10 webhook/direct pairs
+    .venv/bin/python benchmarks/api.py --seconds 5 --runs 4  # a quicker look
+    .venv/bin/python benchmarks/api.py --client threads --requests 40   # without wrk
 
 Starts the product as a user does (`partnerships up` on free ports, a fresh home, one 3-step
 playbook: warehouse query -> evaluate -> one e-mail per partner into the sandbox outbox), then:
 
-* latency: C concurrent clients (threads, one keep-alive connection each) send R requests each
-  to one endpoint at a time: `GET /playbooks`, `GET /playbooks/{id}`, `GET /executions?limit=20`
-  and `GET /executions/{id}` (a finished run with its steps, logs and messages), with a viewer
-  token. The baseline is `GET /health/live` under the same load: no authentication, no work, the
-  floor of the HTTP stack here. p50 / p95 / p99 in milliseconds and p95 over the baseline's.
+* latency: C concurrent clients, one keep-alive connection each, send requests to one endpoint
+  at a time: `GET /playbooks`, `GET /playbooks/{id}`, `GET /executions?limit=20` and
+  `GET /executions/{id}` (a finished run with its steps, logs and messages), with a viewer
+  token. The clients are wrk's (Debian's `wrk`, C, for S seconds per endpoint) when it is
+  installed, else Python threads with httpx (R requests each), whose own CPU then competes with
+  the server's on this machine. The baseline is `GET /health/live` under the same load: no
+  authentication, no work, the floor of the HTTP stack here. p50 / p95 / p99 in milliseconds,
+  requests a second, and p95 over the baseline's.
 * webhook vs direct: the same playbook started N times by a signed `POST /webhooks/{id}`
   (202 at once; the inbox sensor starts the run) and N times by a direct GraphQL `launchRun` on
   the webserver, alternating, one at a time. From the moment the request is sent to the run's
@@ -22,6 +26,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -156,6 +161,36 @@ def load(url: str, headers: dict[str, str], clients: int, requests: int) -> list
     return latencies
 
 
+WRK_REPORT = """
+done = function(summary, latency, requests)
+  local errors = summary.errors
+  io.write(string.format("RESULT %d %d %d %.3f %.3f %.3f\\n", summary.requests,
+    errors.status, errors.connect + errors.read + errors.write + errors.timeout,
+    latency:percentile(50) / 1000, latency:percentile(95) / 1000, latency:percentile(99) / 1000))
+end
+"""
+
+
+def load_wrk(url: str, headers: dict[str, str], clients: int, seconds: float) -> list[float]:
+    """p50 / p95 / p99 (ms) and requests/s of wrk's ``clients`` connections over ``seconds``."""
+    with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as script:
+        script.write(WRK_REPORT)
+    args = ["wrk", "-t", "2", "-c", str(clients), "-d", f"{seconds:g}s", "-s", script.name]
+    for key, value in headers.items():
+        args += ["-H", f"{key}: {value}"]
+    try:
+        done = subprocess.run([*args, url], capture_output=True, text=True, check=False)
+    finally:
+        os.unlink(script.name)
+    if done.returncode:
+        raise SystemExit(f"wrk failed on {url}: {done.stderr or done.stdout}")
+    line = next(x for x in done.stdout.splitlines() if x.startswith("RESULT "))
+    total, bad_status, socket_errors, p50, p95, p99 = line.split()[1:]
+    if int(bad_status) or int(socket_errors):
+        raise SystemExit(f"{url}: {bad_status} non-2xx answers, {socket_errors} socket errors")
+    return [float(p50), float(p95), float(p99), int(total) / seconds]
+
+
 def wait_run(instance: dg.DagsterInstance, **tags: str) -> dg.RunRecord:
     filters = dg.RunsFilter(tags=tags)
     deadline = time.monotonic() + 120
@@ -215,6 +250,14 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=50)
     parser.add_argument("--requests", type=int, default=40, help="per client and endpoint")
     parser.add_argument("--runs", type=int, default=10, help="webhook and direct launches each")
+    parser.add_argument(
+        "--client",
+        choices=("wrk", "threads"),
+        default="wrk" if shutil.which("wrk") else "threads",
+        help="load generator: wrk (C; Debian's `wrk`, the default when installed) or Python "
+        "threads with httpx (whose own CPU shares the machine with the server)",
+    )
+    parser.add_argument("--seconds", type=float, default=10, help="per endpoint, with wrk")
     args = parser.parse_args()
     print(f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.2f} at start")
     with tempfile.TemporaryDirectory(prefix="bench-api-") as folder:
@@ -240,8 +283,11 @@ def run(product: Product, args: argparse.Namespace) -> None:
         pairs.append(result)
     run_id = product.instance.get_run_records(limit=1)[0].dagster_run.run_id
 
-    print(f"\nlatency: {args.clients} concurrent clients x {args.requests} requests, viewer token")
-    print(f"{'endpoint':<32} {'p50 ms':>8} {'p95 ms':>8} {'p99 ms':>8} {'p95 / baseline':>15}")
+    per = f"{args.seconds:g} s" if args.client == "wrk" else f"{args.requests} requests"
+    print(f"\nlatency: {args.clients} concurrent clients ({args.client}) x {per}, viewer token")
+    print(
+        f"{'endpoint':<32} {'p50 ms':>8} {'p95 ms':>8} {'p99 ms':>8} {'req/s':>7} {'p95 / baseline':>15}"
+    )
     endpoints = [
         ("GET /health/live (baseline)", f"{product.api}/health/live"),
         ("GET /playbooks", f"{product.api}/playbooks"),
@@ -251,12 +297,16 @@ def run(product: Product, args: argparse.Namespace) -> None:
     ]
     baseline = None
     for name, url in endpoints:
-        lat = load(url, viewer, args.clients, args.requests)
-        p95 = percentile(lat, 95)
+        began = time.monotonic()
+        if args.client == "wrk":
+            p50, p95, p99, rate = load_wrk(url, viewer, args.clients, args.seconds)
+        else:
+            lat = load(url, viewer, args.clients, args.requests)
+            p50, p95, p99 = (percentile(lat, q) for q in (50, 95, 99))
+            rate = len(lat) / (time.monotonic() - began)
         baseline = baseline or p95
         print(
-            f"{name:<32} {percentile(lat, 50):>8.1f} {p95:>8.1f} {percentile(lat, 99):>8.1f} "
-            f"{p95 / baseline:>14.1f}x"
+            f"{name:<32} {p50:>8.1f} {p95:>8.1f} {p99:>8.1f} {rate:>7.0f} {p95 / baseline:>14.1f}x"
         )
 
     print(f"\nwebhook vs direct GraphQL launch, {args.runs} each, one at a time (seconds)")

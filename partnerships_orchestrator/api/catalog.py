@@ -89,6 +89,19 @@ class PlaybookCatalog:
         with self._lock:
             return self.version, self._entries
 
+    def current(self) -> tuple[int, dict[str, Entry]] | None:
+        """:meth:`snapshot` if it needs no look at the sources (one was taken less than
+        ``CHECK_EVERY`` ago and no reload is under way); ``None`` otherwise. Never waits, so an
+        event loop may ask, and call :meth:`snapshot` in a worker thread on ``None``."""
+        if time.monotonic() - self._checked_at >= CHECK_EVERY:
+            return None
+        if not self._lock.acquire(blocking=False):
+            return None
+        try:
+            return self.version, self._entries
+        finally:
+            self._lock.release()
+
     def entries(self) -> dict[str, Entry]:
         self.refresh()
         return self._entries

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 import dagster as dg
 from fastapi import Request
+from fastapi.concurrency import run_in_threadpool
 
 from partnerships_orchestrator.api.auth import Authenticator
 from partnerships_orchestrator.api.catalog import Entry, PlaybookCatalog
@@ -47,9 +48,20 @@ class ApiContext:
     def instance(self) -> dg.DagsterInstance:
         return self.project.instance
 
-    def visible(self, token: Token, playbook_id: str) -> Entry:
-        """The document, if the caller's teams own it; 404 otherwise, so ids don't leak."""
-        entry = self.catalog.entry(playbook_id)
+    async def snapshot(self) -> tuple[int, dict[str, Entry]]:
+        """The catalog's version and entries; a due look at its sources runs in a worker
+        thread, never on the event loop."""
+        current = self.catalog.current()
+        if current is None:
+            current = await run_in_threadpool(self.catalog.snapshot)
+        return current
+
+    def visible(
+        self, token: Token, playbook_id: str, entries: dict[str, Entry] | None = None
+    ) -> Entry:
+        """The document (of ``entries``, a snapshot, or the catalog now), if the caller's
+        teams own it; 404 otherwise, so ids don't leak."""
+        entry = (entries if entries is not None else self.catalog.entries()).get(playbook_id)
         if entry is None or not token.sees(entry.model.owners):
             raise Problem(404, "not-found", f"no playbook `{playbook_id}` visible to this token")
         return entry

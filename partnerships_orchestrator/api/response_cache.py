@@ -27,6 +27,8 @@ from collections import OrderedDict
 from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass, field
 
+from fastapi.concurrency import run_in_threadpool
+
 from partnerships_orchestrator.api.data_versions import DataVersions, Token
 
 MAX_ENTRIES = 4096
@@ -95,11 +97,9 @@ class ResponseCache:
         except sqlite3.Error:  # cannot tell whether anything changed: read, and keep nothing
             return Rendered.of(render())
         with self._lock:
-            entry = self._entries.get(key)
-            if entry is not None and entry.validator == validator:
-                self._entries.move_to_end(key)
-                self.hits += 1
-                return entry.answer
+            hit = self._hit(key, validator)
+            if hit is not None:
+                return hit
             reading = self._reading.get(key)
             joined = reading is not None and reading.validator == validator
             if not joined:
@@ -114,6 +114,38 @@ class ResponseCache:
                 return reading.answer
             return Rendered.of(render())  # that read failed (a 404, say): this one answers
         return self._read(key, reading, render)
+
+    def lookup(self, key: Hashable, files: Sequence[str] | None) -> Rendered | None:
+        """The stored answer if it is still valid; ``None`` (nothing read) otherwise. Never
+        waits for a read under way, so an event loop may ask."""
+        if files is None or not self.enabled:
+            return None
+        try:
+            validator = self.versions.validator(files)
+        except sqlite3.Error:
+            return None
+        with self._lock:
+            return self._hit(key, validator)
+
+    async def served(
+        self, key: Hashable, files: Sequence[str] | None, render: Callable[[], bytes]
+    ) -> Rendered:
+        """:meth:`answer` for a route on the event loop: a hit is served right there (its
+        probes never wait: the files are in WAL mode, where readers take no lock a writer
+        holds), a miss is read in a worker thread."""
+        hit = self.lookup(key, files)
+        if hit is not None:
+            return hit
+        return await run_in_threadpool(self.answer, key, files, render)
+
+    def _hit(self, key: Hashable, validator: tuple[Token, ...]) -> Rendered | None:
+        """Under ``_lock``: the entry for ``key`` if taken under ``validator``."""
+        entry = self._entries.get(key)
+        if entry is None or entry.validator != validator:
+            return None
+        self._entries.move_to_end(key)
+        self.hits += 1
+        return entry.answer
 
     def _read(self, key: Hashable, reading: _Reading, render: Callable[[], bytes]) -> Rendered:
         try:

@@ -18,6 +18,11 @@ def _utc(value: datetime) -> datetime:
 Timestamp = Annotated[datetime, AfterValidator(_utc)]
 
 
+def as_json(model: type[BaseModel], content: dict[str, Any]) -> bytes:
+    """The body FastAPI would send for ``content`` as ``model`` (validated, then JSON)."""
+    return model.model_validate(content).model_dump_json().encode()
+
+
 class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 

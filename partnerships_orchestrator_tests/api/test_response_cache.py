@@ -18,10 +18,12 @@ from typing import Any
 import pytest
 
 from partnerships_orchestrator.api.app import create_app
+from partnerships_orchestrator.api.auth import Authenticator
 from partnerships_orchestrator.api.context import ApiContext
 from partnerships_orchestrator.api.data_versions import ABSENT, DataVersions
 from partnerships_orchestrator.api.response_cache import CACHE_ENV, ResponseCache
 from partnerships_orchestrator.settings import load_settings
+from partnerships_orchestrator.store.tokens import TokenStore
 from partnerships_orchestrator_tests.api.conftest import PREFIX, ROOT, Stack, wait_for
 
 with warnings.catch_warnings():
@@ -302,3 +304,79 @@ def test_an_unchanged_answer_is_not_sent_again_to_a_caller_holding_its_etag(
     foreign = {"Authorization": f"Bearer {stack.token('viewer', team='team-b')}"}
     refused = client.get(path, headers={**foreign, "If-None-Match": changed.headers["etag"]})
     assert refused.status_code == 404
+
+
+def test_a_token_verified_from_memory_is_read_again_after_any_commit(stack: Stack):
+    """Verification is kept only while the state file has had no commit: a revocation by
+    another process (the CLI) holds from the next request."""
+    tokens = TokenStore(stack.state_url)
+    auth = Authenticator(tokens, default_rate=600)
+    _, secret = tokens.create(role="viewer", teams=["team-a"])  # its own: it is revoked below
+    first = auth.verify(secret)
+    assert first is not None and auth.verify(secret) == first
+    assert auth.verified_hits == 1  # the second answer came from memory
+    assert auth.verify(secret + "x") is None  # a wrong secret is read, never held
+    assert stack.cli("token", "revoke", first.id).returncode == 0
+    assert auth.verify(secret) is None
+    assert auth.verified_hits == 1
+
+
+def test_playbook_answers_follow_the_catalog_files_and_store(
+    stack: Stack, api: tuple[TestClient, ApiContext]
+):
+    client, ctx = api
+    viewer = stack.token("viewer")
+    listed = _served_again(ctx, client, viewer, "/playbooks")
+    detail = _served_again(ctx, client, viewer, "/playbooks/api-hello")
+    assert "api-late" not in [p["id"] for p in listed["items"]] and detail["id"] == "api-hello"
+    late = stack.playbooks / "api-late.yaml"
+    late.write_text(
+        "id: api-late\nowners: [team-a]\nsteps:\n  - {id: one, type: evaluate, expression: '1'}\n"
+    )
+    try:
+        # a file in `playbooks/` is seen within the catalog's look interval
+        wait_for(
+            lambda: "api-late" in [p["id"] for p in _get(client, viewer, "/playbooks")["items"]],
+            timeout=30,
+        )
+        assert _get(client, viewer, "/playbooks/api-late")["origin"] == "file"
+    finally:
+        late.unlink()
+    editor = {"Authorization": f"Bearer {stack.token('editor')}"}
+    document = {
+        "id": "api-cached",
+        "owners": ["team-a"],
+        "steps": [{"id": "one", "type": "evaluate", "expression": "1"}],
+    }
+    assert client.post("/playbooks", json=document, headers=editor).status_code == 201
+    try:
+        # a change made through this API is seen by its very next read
+        assert _get(client, viewer, "/playbooks/api-cached")["revision"] == 1
+        document["steps"][0]["expression"] = "2"
+        assert client.put("/playbooks/api-cached", json=document, headers=editor).status_code == 200
+        again = _get(client, viewer, "/playbooks/api-cached")
+        assert again["revision"] == 2 and again["document"]["steps"][0]["expression"] == "2"
+    finally:
+        assert client.delete("/playbooks/api-cached", headers=editor).status_code == 200
+    assert (
+        client.get(
+            "/playbooks/api-cached", headers={"Authorization": f"Bearer {viewer}"}
+        ).status_code
+        == 404
+    )
+
+
+def test_the_catalog_never_keeps_an_event_loop_waiting(api: tuple[TestClient, ApiContext]):
+    """`current()` answers only what needs no look at the sources, and never waits for a
+    reload under way (routes then look in a worker thread)."""
+    _, ctx = api
+    catalog = ctx.catalog
+    catalog.snapshot()
+    assert catalog.current() == (catalog.version, catalog.entries())
+    with catalog._lock:  # noqa: SLF001 # a reload under way in another thread
+        held = ThreadPoolExecutor(1).submit(catalog.current).result(timeout=5)
+    assert held is None
+    catalog.invalidate()  # a look is due
+    assert catalog.current() is None
+    catalog.snapshot()
+    assert catalog.current() is not None

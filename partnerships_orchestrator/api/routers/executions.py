@@ -11,7 +11,6 @@ from typing import Annotated, Any
 import dagster as dg
 from dagster._core.storage.dagster_run import RunRecord
 from fastapi import APIRouter, Depends, Header, Query, Request, Response
-from pydantic import BaseModel
 
 from partnerships_orchestrator.api.auth import role
 from partnerships_orchestrator.api.catalog import Entry
@@ -23,6 +22,7 @@ from partnerships_orchestrator.api.schemas import (
     ExecutionDetail,
     ExecutionSummary,
     Page,
+    as_json,
 )
 from partnerships_orchestrator.compiler import naming
 from partnerships_orchestrator.store.jsonable import jsonable
@@ -74,11 +74,6 @@ def _visible_ids(entries: dict[str, Entry], token: Token) -> list[str]:
     )
 
 
-def _json(model: type[BaseModel], content: dict[str, Any]) -> bytes:
-    """The body FastAPI would send for ``content`` as ``model`` (validated, then JSON)."""
-    return model.model_validate(content).model_dump_json().encode()
-
-
 IfNoneMatch = Annotated[
     str | None,
     Header(description="`ETag`s of answers the caller holds: 304 (no body) if it is still one."),
@@ -127,7 +122,7 @@ def visible_run(
     response_model=Page[ExecutionSummary],
     responses={**NOT_MODIFIED, **responses(401, 404, 422, 429)},
 )
-def list_executions(
+async def list_executions(
     ctx: Ctx,
     token: Viewer,
     playbook: Annotated[str | None, Query(description="Only this playbook's runs.")] = None,
@@ -146,7 +141,7 @@ def list_executions(
             raise Problem(
                 422, "invalid-request", f"unknown status {value!r}; one of {', '.join(STATUSES)}"
             )
-    version, entries = ctx.catalog.snapshot()
+    version, entries = await ctx.snapshot()
     ids = _visible_ids(entries, token)
     if playbook is not None:
         if playbook not in ids:
@@ -163,10 +158,10 @@ def list_executions(
         cursor,
         limit,
     )
-    answer = ctx.responses.answer(
+    answer = await ctx.responses.served(
         key,
         ctx.files.for_runs(),
-        lambda: _json(
+        lambda: as_json(
             Page[ExecutionSummary],
             _list(ctx, ids, statuses, created_after, created_before, cursor, limit),
         ),
@@ -212,7 +207,7 @@ def _list(
     response_model=ExecutionDetail,
     responses={**NOT_MODIFIED, **responses(401, 404, 429)},
 )
-def get_execution(
+async def get_execution(
     ctx: Ctx,
     token: Viewer,
     run_id: str,
@@ -223,12 +218,12 @@ def get_execution(
 ) -> Response:
     """A run: status, timing, each step's status and attempts, log lines, messages sent and
     dead letters."""
-    version, entries = ctx.catalog.snapshot()
+    version, entries = await ctx.snapshot()
     key = ("get", version, frozenset(token.teams), run_id, logs)
-    answer = ctx.responses.answer(
+    answer = await ctx.responses.served(
         key,
         ctx.files.for_run(run_id),
-        lambda: _json(ExecutionDetail, _detail(ctx, token, run_id, logs, entries)),
+        lambda: as_json(ExecutionDetail, _detail(ctx, token, run_id, logs, entries)),
     )
     return _answer(answer, if_none_match)
 

@@ -17,7 +17,7 @@ HEARTBEAT_TOLERANCE = 120.0  # seconds: a daemon quieter than this counts as dow
 
 
 @router.get("/live", response_model=Health)
-def live() -> dict[str, Any]:
+async def live() -> dict[str, Any]:
     return {"status": "ok", "checks": {}}
 
 

@@ -20,6 +20,7 @@ from partnerships_orchestrator.api.schemas import (
     PlaybookDetail,
     PlaybookSummary,
     Revision,
+    as_json,
 )
 from partnerships_orchestrator.compiler import naming
 from partnerships_orchestrator.compiler.inputs import check_inputs
@@ -32,6 +33,10 @@ Ctx = Annotated[ApiContext, Depends(context)]
 Viewer = Annotated[Token, Depends(role("viewer"))]
 Operator = Annotated[Token, Depends(role("operator"))]
 Editor = Annotated[Token, Depends(role("editor"))]
+
+# Answers read from the catalog alone (its documents, the store's revisions) change only with
+# the catalog's version, part of their keys: no file to ask
+CATALOG_ONLY: tuple[str, ...] = ()
 
 DOCUMENT_BODY: dict[str, Any] = {
     "requestBody": {
@@ -92,7 +97,7 @@ def _detail(ctx: ApiContext, entry: Entry) -> dict[str, Any]:
 
 
 @router.get("", response_model=Page[PlaybookSummary], responses=responses(401, 422, 429))
-def list_playbooks(
+async def list_playbooks(
     ctx: Ctx,
     token: Viewer,
     kind: Annotated[
@@ -102,11 +107,33 @@ def list_playbooks(
     text: Annotated[str | None, Query(description="Text in the id, name or description.")] = None,
     offset: Annotated[int, Query(ge=0, le=1_000_000)] = 0,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
-) -> dict[str, Any]:
+) -> Response:
     """Documents the caller's teams own, sorted by id."""
+    version, entries = await ctx.snapshot()
+    key = ("playbooks", version, frozenset(token.teams), kind, owner, text, offset, limit)
+    answer = await ctx.responses.served(
+        key,
+        CATALOG_ONLY,
+        lambda: as_json(
+            Page[PlaybookSummary], _list(ctx, token, entries, kind, owner, text, offset, limit)
+        ),
+    )
+    return Response(content=answer.body, media_type="application/json")
+
+
+def _list(
+    ctx: ApiContext,
+    token: Token,
+    entries: dict[str, Entry],
+    kind: str | None,
+    owner: str | None,
+    text: str | None,
+    offset: int,
+    limit: int,
+) -> dict[str, Any]:
     found = []
     needle = text.lower() if text else None
-    for doc_id, entry in sorted(ctx.catalog.entries().items()):
+    for doc_id, entry in sorted(entries.items()):
         model = entry.model
         if not token.sees(model.owners):
             continue
@@ -129,8 +156,15 @@ def list_playbooks(
 
 
 @router.get("/{playbook_id}", response_model=PlaybookDetail, responses=responses(401, 404, 429))
-def get_playbook(ctx: Ctx, token: Viewer, playbook_id: str) -> dict[str, Any]:
-    return _detail(ctx, ctx.visible(token, playbook_id))
+async def get_playbook(ctx: Ctx, token: Viewer, playbook_id: str) -> Response:
+    version, entries = await ctx.snapshot()
+    key = ("playbook", version, frozenset(token.teams), playbook_id)
+    answer = await ctx.responses.served(
+        key,
+        CATALOG_ONLY,
+        lambda: as_json(PlaybookDetail, _detail(ctx, ctx.visible(token, playbook_id, entries))),
+    )
+    return Response(content=answer.body, media_type="application/json")
 
 
 async def _document(request: Request) -> tuple[str, str]:
