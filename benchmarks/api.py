@@ -62,7 +62,7 @@ def percentile(values: list[float], q: float) -> float:
 class Product:
     """`partnerships up` in a fresh home, stopped with SIGTERM at the end."""
 
-    def __init__(self, base: Path) -> None:
+    def __init__(self, base: Path, api_workers: int = 1) -> None:
         playbooks = base / "playbooks"
         playbooks.mkdir()
         (playbooks / "api-hello.yaml").write_text(HELLO)
@@ -85,6 +85,8 @@ class Product:
                     str(self.ui_port),
                     "--api-port",
                     str(self.api_port),
+                    "--api-workers",
+                    str(api_workers),
                 ],
                 cwd=ROOT,
                 env=self.env,
@@ -258,10 +260,16 @@ def main() -> None:
         "threads with httpx (whose own CPU shares the machine with the server)",
     )
     parser.add_argument("--seconds", type=float, default=10, help="per endpoint, with wrk")
+    parser.add_argument(
+        "--api-workers", type=int, default=1, help="`partnerships up --api-workers` (API processes)"
+    )
     args = parser.parse_args()
-    print(f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.2f} at start")
+    print(
+        f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.2f} at start, "
+        f"{args.api_workers} API process(es)"
+    )
     with tempfile.TemporaryDirectory(prefix="bench-api-") as folder:
-        product = Product(Path(folder))
+        product = Product(Path(folder), args.api_workers)
         try:
             run(product, args)
         finally:

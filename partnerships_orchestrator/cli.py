@@ -640,6 +640,15 @@ def _seed(settings: Settings, reset: bool = False) -> dict[str, int]:
 )
 @click.option("--api-port", default=8080, show_default=True, type=int, help="Port of the HTTP API.")
 @click.option(
+    "--api-workers",
+    default=1,
+    show_default=True,
+    type=click.IntRange(1, 64),
+    envvar="PARTNERSHIPS_API_WORKERS",
+    help="HTTP API processes (more serve more requests a second on more cores; token rate "
+    "limits hold across them) [env PARTNERSHIPS_API_WORKERS].",
+)
+@click.option(
     "--tls-cert",
     type=click.Path(exists=True, dir_okay=False),
     default=None,
@@ -673,6 +682,7 @@ def up(
     host: str,
     port: int,
     api_port: int,
+    api_workers: int,
     tls_cert: str | None,
     tls_key: str | None,
     no_seed: bool,
@@ -715,7 +725,9 @@ def up(
         errors.print(f"  [yellow]{escape(str(problem))}[/]", highlight=False)
     errors.print(f"state: {settings.home}   dagster home: {settings.dagster_home}")
     _first_admin_token(settings)
-    api = launcher.ApiOptions(port=api_port, tls_cert=tls_cert, tls_key=tls_key)
+    api = launcher.ApiOptions(
+        port=api_port, workers=api_workers, tls_cert=tls_cert, tls_key=tls_key
+    )
     say = lambda line: errors.print(line, highlight=False, markup=False)  # noqa: E731
     code = launcher.run_stack(
         settings,

@@ -116,6 +116,7 @@ class ApiOptions:
     """How `partnerships up` serves the HTTP API (HTTPS when given a certificate and key)."""
 
     port: int = 8080
+    workers: int = 1
     tls_cert: str | None = None
     tls_key: str | None = None
 
@@ -133,6 +134,8 @@ class ApiOptions:
             str(self.port),
             "--no-server-header",
         ]
+        if self.workers > 1:
+            args += ["--workers", str(self.workers)]
         if self.tls_cert and self.tls_key:
             args += ["--ssl-certfile", self.tls_cert, "--ssl-keyfile", self.tls_key]
         return args

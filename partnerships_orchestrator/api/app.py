@@ -15,6 +15,7 @@ from partnerships_orchestrator.api.auth import Authenticator
 from partnerships_orchestrator.api.body_limits import BodyLimits
 from partnerships_orchestrator.api.catalog import PlaybookCatalog
 from partnerships_orchestrator.api.context import ApiContext
+from partnerships_orchestrator.api.rate_limit import RateLimiter
 from partnerships_orchestrator.api.response_cache import CACHE_ENV, DEFAULT_MB, ResponseCache
 from partnerships_orchestrator.api.routers import (
     audit,
@@ -39,6 +40,7 @@ from partnerships_orchestrator.store.tokens import TokenStore
 PREFIX = "/api/partnerships"
 RATE_ENV = "PARTNERSHIPS_API_RATE_LIMIT"
 DEFAULT_RATE = 600  # requests a minute per token, unless the token sets its own
+RATE_FILE = "api-rate-limits"  # the budgets every API process of the home shares
 BODY_LIMIT = 1 << 20  # 1 MiB
 WEBHOOK_BODY_LIMIT = 256 << 10  # 256 KiB
 
@@ -62,7 +64,7 @@ def create_app(
         catalog=PlaybookCatalog(project),
         tokens=token_store,
         audit=audit_log,
-        auth=Authenticator(token_store, rate),
+        auth=Authenticator(token_store, rate, RateLimiter(settings.home / RATE_FILE)),
         run_events=RunEvents(project.instance),
         responses=ResponseCache(max_bytes=_cache_bytes()),
         files=StorageFiles(project.instance, settings.state_url),

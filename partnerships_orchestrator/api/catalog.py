@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 import re
+import sqlite3
 import tempfile
 import threading
 import time
@@ -14,6 +15,7 @@ from pathlib import Path
 import yaml
 
 from partnerships_orchestrator.api.body_limits import StrictJSONError, strict_json
+from partnerships_orchestrator.api.data_versions import DataVersions, sqlite_path
 from partnerships_orchestrator.project import Project
 from partnerships_orchestrator.spec.loader import discover, load_catalog
 from partnerships_orchestrator.spec.models import ID_PATTERN, Playbook
@@ -36,7 +38,10 @@ class Entry:
 
 class PlaybookCatalog:
     """The project's catalog of both sources, read again (``Project.reload``) only after a
-    file in `playbooks/` or a store playbook changed."""
+    file in `playbooks/` or a store playbook changed. Files are looked at every
+    ``CHECK_EVERY`` seconds; the store after every commit to a SQLite state file (so a change
+    made through any API process is seen by the next request to every other), else every
+    ``CHECK_EVERY`` seconds too."""
 
     def __init__(self, project: Project) -> None:
         self.project = project
@@ -46,6 +51,11 @@ class PlaybookCatalog:
         self._fingerprint: object = None
         self._entries: dict[str, Entry] = {}
         self._checked_at = -math.inf
+        # a store change is a commit to the state file: on SQLite its data version, taken at
+        # each look, tells at once (other API processes included) that one may have happened
+        self._state_db = sqlite_path(project.settings.state_url)
+        self._versions = DataVersions(held=1)
+        self._stamp: object = None
         self.version = 0  # one more at every reload: part of cached answers' keys
 
     def _current_fingerprint(self) -> object:
@@ -62,12 +72,26 @@ class PlaybookCatalog:
         """Read both sources again on the next call (after a change made here)."""
         self._checked_at = -math.inf
 
+    def _state_stamp(self) -> object:
+        """The state file's data version (``None`` when the state is not a SQLite file)."""
+        if self._state_db is None:
+            return None
+        try:
+            return self._versions.version(self._state_db)
+        except sqlite3.Error:
+            return object()  # cannot tell: equal to nothing, so the store is looked at
+
+    def _due(self, now: float, stamp: object) -> bool:
+        return now - self._checked_at >= CHECK_EVERY or stamp != self._stamp
+
     def refresh(self) -> None:
         now = time.monotonic()
-        if now - self._checked_at < CHECK_EVERY:
+        stamp = self._state_stamp()  # before looking: a commit meanwhile makes the next look due
+        if not self._due(now, stamp):
             return
         fingerprint = self._current_fingerprint()
         self._checked_at = now
+        self._stamp = stamp
         with self._lock:
             if fingerprint == self._fingerprint:
                 return
@@ -93,7 +117,7 @@ class PlaybookCatalog:
         """:meth:`snapshot` if it needs no look at the sources (one was taken less than
         ``CHECK_EVERY`` ago and no reload is under way); ``None`` otherwise. Never waits, so an
         event loop may ask, and call :meth:`snapshot` in a worker thread on ``None``."""
-        if time.monotonic() - self._checked_at >= CHECK_EVERY:
+        if self._due(time.monotonic(), self._state_stamp()):
             return None
         if not self._lock.acquire(blocking=False):
             return None

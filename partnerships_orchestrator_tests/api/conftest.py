@@ -175,6 +175,8 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
                 str(ui_port),
                 "--api-port",
                 str(api_port),
+                "--api-workers",  # as a deployment on more cores: answers never per process
+                "2",
             ],
             cwd=ROOT,
             env=env,

@@ -21,6 +21,7 @@ from partnerships_orchestrator.api.app import create_app
 from partnerships_orchestrator.api.auth import Authenticator
 from partnerships_orchestrator.api.context import ApiContext
 from partnerships_orchestrator.api.data_versions import ABSENT, DataVersions
+from partnerships_orchestrator.api.rate_limit import RateLimiter
 from partnerships_orchestrator.api.response_cache import CACHE_ENV, ResponseCache
 from partnerships_orchestrator.settings import load_settings
 from partnerships_orchestrator.store.tokens import TokenStore
@@ -310,7 +311,7 @@ def test_a_token_verified_from_memory_is_read_again_after_any_commit(stack: Stac
     """Verification is kept only while the state file has had no commit: a revocation by
     another process (the CLI) holds from the next request."""
     tokens = TokenStore(stack.state_url)
-    auth = Authenticator(tokens, default_rate=600)
+    auth = Authenticator(tokens, 600, RateLimiter(stack.home / "api-rate-limits"))
     _, secret = tokens.create(role="viewer", teams=["team-a"])  # its own: it is revoked below
     first = auth.verify(secret)
     assert first is not None and auth.verify(secret) == first
