@@ -167,7 +167,9 @@ def main() -> None:
             profile.enable()
             asyncio.run(measure({args.profile: call}, args.requests))
             profile.disable()
-            pstats.Stats(profile).sort_stats(os.environ.get("PROFILE_SORT", "cumulative")).print_stats(40)
+            pstats.Stats(profile).sort_stats(
+                os.environ.get("PROFILE_SORT", "cumulative")
+            ).print_stats(40)
             return
         costs = asyncio.run(measure(calls, args.requests))
         hits, misses = ctx.responses.hits, ctx.responses.misses
