@@ -44,6 +44,7 @@ __all__ = [
 # RPCs and, on a busy machine, takes the whole grace: nothing of value is lost by killing it then.
 GRACE_SECONDS = 4.0
 READY_TIMEOUT = 180.0
+LOG_TAIL = 15  # lines of a process's log shown when it exits
 
 
 def workspace_file() -> Path:
@@ -67,10 +68,12 @@ class Stack:
     """The processes `partnerships up` started, each leading its own process group."""
 
     processes: list[subprocess.Popen[bytes]] = field(default_factory=list)
+    logs: list[tuple[str, Path]] = field(default_factory=list)  # each one's command and log
 
     def start(self, args: list[str], env: dict[str, str], log: Path) -> None:
         log.parent.mkdir(parents=True, exist_ok=True)
         out = log.open("ab")
+        self.logs.append((Path(args[0]).name, log))
         self.processes.append(
             subprocess.Popen(  # nosec B603 # a fixed argv of the product's own commands, no shell
                 args,
@@ -85,6 +88,19 @@ class Stack:
 
     def alive(self) -> bool:
         return all(p.poll() is None for p in self.processes)
+
+    def exited(self) -> str | None:
+        """Which process exited, with its exit code and the end of its log (None: all run)."""
+        for proc, (name, log) in zip(self.processes, self.logs, strict=True):
+            code = proc.poll()
+            if code is not None:
+                try:
+                    tail = log.read_text(errors="replace").splitlines()[-LOG_TAIL:]
+                except OSError:
+                    tail = []
+                lines = "".join(f"\n  {line}" for line in tail)
+                return f"`{name}` exited with code {code} ({log}){lines}"
+        return None
 
     def stop(self, grace: float = GRACE_SECONDS) -> None:
         """Terminate every group, wait up to ``grace`` seconds, then kill whatever is left."""
@@ -305,7 +321,13 @@ def run_stack(
             status = status if api_ready(api, host, stack, stop=stopping) else None
         if status is None:
             if not received:
-                say(f"the webserver did not come up; see {settings.home / 'logs'}")
+                exited = stack.exited()
+                say(
+                    f"the stack did not come up: {exited}"
+                    if exited
+                    else f"the stack did not come up within {READY_TIMEOUT:.0f} s; "
+                    f"see {settings.home / 'logs'}"
+                )
                 return 1
         elif not status.loaded:
             say(f"the code location `{LOCATION_NAME}` failed to load:\n{status.error}")
@@ -318,6 +340,8 @@ def run_stack(
                 on_ready(url)
         while not received and stack.alive():
             time.sleep(0.2)
+        if not received:
+            say(str(stack.exited()))
         return 0 if received else 1
     finally:
         say(f"stopping ({received[0] if received else 'a process exited'}) ...")

@@ -411,7 +411,7 @@ def test_killing_the_parent_during_start_up_stops_every_process(tmp_path):
 
 
 def _start_up(
-    base: Path, playbook_files: dict[str, str], extra_env: dict[str, str]
+    base: Path, playbook_files: dict[str, str], extra_env: dict[str, str], api_port: int = 0
 ) -> tuple[subprocess.Popen[bytes], Path]:
     playbooks = base / "playbooks"
     playbooks.mkdir(parents=True)
@@ -430,7 +430,7 @@ def _start_up(
             "--port",
             str(_free_port()),
             "--api-port",
-            str(_free_port()),
+            str(api_port or _free_port()),
         ],
         cwd=ROOT,
         env=env,
@@ -489,4 +489,25 @@ def test_a_location_that_fails_to_load_is_reported_and_up_exits_1(tmp_path):
     assert "ready: " not in text
     assert "the code location `partnerships` failed to load" in text
     assert "broken.yaml:3" in text and "stopped" in text
+    assert processes_with(f"PARTNERSHIPS_HOME={tmp_path / 'home'}") == []
+
+
+def test_a_process_that_cannot_start_is_named_with_the_end_of_its_log(tmp_path):
+    """The API's port is taken: `up` says which process exited, with what code and the last
+    lines of its log, and stops the others with exit code 1."""
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        process, log = _start_up(tmp_path, {"tiny.yaml": TINY}, {}, api_port=port)
+        try:
+            code = process.wait(timeout=240)
+        finally:
+            if process.poll() is None:
+                process.kill()
+    text = log.read_text()
+    assert code == 1, text[-3000:]
+    assert "ready: " not in text
+    assert re.search(r"the stack did not come up: `uvicorn` exited with code [1-9]", text), text
+    assert "address already in use" in text and "stopped" in text
     assert processes_with(f"PARTNERSHIPS_HOME={tmp_path / 'home'}") == []
