@@ -47,7 +47,7 @@ from standardwebhooks import Webhook  # noqa: E402
 
 from partnerships_orchestrator.store.state import StateStore  # noqa: E402
 from partnerships_orchestrator_tests.api.conftest import HELLO  # noqa: E402
-from partnerships_orchestrator_tests.e2e.test_stack import _free_port  # noqa: E402
+from partnerships_orchestrator_tests.ports import free_port  # noqa: E402
 
 BIN = Path(sys.executable).parent
 PREFIX = "/api/partnerships"
@@ -73,7 +73,7 @@ class Product:
             PARTNERSHIPS_PLAYBOOKS=str(playbooks),
             PARTNERSHIPS_TEMPLATES=str(ROOT / "templates"),
         )
-        self.ui_port, self.api_port = _free_port(), _free_port()
+        self.ui_port, self.api_port = free_port(), free_port()
         self.log = base / "up.log"
         with self.log.open("wb") as out:
             self.process = subprocess.Popen(

@@ -19,7 +19,6 @@ import os
 import pwd
 import shlex
 import shutil
-import socket
 import subprocess
 import tempfile
 from collections.abc import Callable
@@ -27,6 +26,8 @@ from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
+
+from partnerships_orchestrator_tests.ports import free_port
 
 SERVER_OPTIONS = (
     "-c listen_addresses=127.0.0.1 -c fsync=off -c synchronous_commit=off "
@@ -52,12 +53,6 @@ def _binary(name: str) -> str:
     if not versions:
         raise PostgresUnavailable(f"{name} not found on PATH or under /usr/lib/postgresql")
     return versions[-1]
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def _unprivileged_user() -> pwd.struct_passwd:
@@ -115,7 +110,7 @@ def start_postgres(tmpdir: str | os.PathLike[str]) -> tuple[str, Callable[[], No
         init = [initdb, "-D", str(data), "-U", "postgres", "--auth=trust", "-N", "-E", "UTF8"]
         _check(subprocess.run([*init, "--locale=C"], **kwargs), "initdb")
         for attempt in range(1, START_ATTEMPTS + 1):
-            port = _free_port()
+            port = free_port()
             options = f"-p {port} -k {shlex.quote(str(run_dir))} {SERVER_OPTIONS}"
             command = [pg_ctl, "-D", str(data), "-l", str(log), "-w", "-t", "30", "-o", options]
             result = subprocess.run([*command, "start"], **kwargs)

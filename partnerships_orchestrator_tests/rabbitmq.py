@@ -12,12 +12,13 @@ import atexit
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
+
+from partnerships_orchestrator_tests.ports import free_port
 
 SERVER = "/usr/lib/rabbitmq/bin/rabbitmq-server"
 EPMD = "epmd"
@@ -26,12 +27,6 @@ START_TIMEOUT = 90.0
 
 class RabbitMQUnavailable(RuntimeError):
     """Debian's ``rabbitmq-server`` package is not installed on this machine."""
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def _environment(run_dir: Path, amqp_port: int, epmd_port: int) -> dict[str, str]:
@@ -51,7 +46,7 @@ def _environment(run_dir: Path, amqp_port: int, epmd_port: int) -> dict[str, str
         RABBITMQ_NODENAME=f"po-test-{amqp_port}@localhost",
         RABBITMQ_NODE_IP_ADDRESS="127.0.0.1",
         RABBITMQ_NODE_PORT=str(amqp_port),
-        RABBITMQ_DIST_PORT=str(_free_port()),
+        RABBITMQ_DIST_PORT=str(free_port()),
         RABBITMQ_CONFIG_FILE=str(config.with_suffix("")),
         RABBITMQ_CONF_ENV_FILE=str(run_dir / "rabbitmq-env.conf"),
         RABBITMQ_ENABLED_PLUGINS_FILE=str(run_dir / "enabled_plugins"),
@@ -89,7 +84,7 @@ def start_rabbitmq(tmpdir: str | os.PathLike[str] | None = None) -> tuple[str, C
     if not Path(SERVER).exists() or shutil.which(EPMD) is None:
         raise RabbitMQUnavailable(f"{SERVER} or {EPMD} not found (apt-get install rabbitmq-server)")
     run_dir = Path(tempfile.mkdtemp(prefix="po-mq-", dir=tmpdir))
-    amqp_port, epmd_port = _free_port(), _free_port()
+    amqp_port, epmd_port = free_port(), free_port()
     env = _environment(run_dir, amqp_port, epmd_port)
     output = run_dir / "server.out"
     epmd = subprocess.Popen(

@@ -18,7 +18,7 @@ import pytest
 
 from partnerships_orchestrator.settings import load_settings
 from partnerships_orchestrator.store.tokens import TokenStore
-from partnerships_orchestrator_tests.e2e.test_stack import _free_port
+from partnerships_orchestrator_tests.ports import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
@@ -164,7 +164,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         PARTNERSHIPS_PLAYBOOKS=str(playbooks),
         PARTNERSHIPS_TEMPLATES=str(ROOT / "templates"),
     )
-    ui_port, api_port = _free_port(), _free_port()
+    ui_port, api_port = free_port(), free_port()
     log_path = base / "up.log"
     with log_path.open("wb") as log:
         process = subprocess.Popen(

@@ -15,7 +15,7 @@ from cryptography.x509.oid import NameOID
 from partnerships_orchestrator.launcher import ApiOptions, Stack
 from partnerships_orchestrator_tests.api.conftest import PREFIX, wait_for
 from partnerships_orchestrator_tests.api.conftest import Stack as Product
-from partnerships_orchestrator_tests.e2e.test_stack import _free_port
+from partnerships_orchestrator_tests.ports import free_port
 
 
 def _self_signed(folder: Path) -> tuple[Path, Path]:
@@ -50,7 +50,7 @@ def _self_signed(folder: Path) -> tuple[Path, Path]:
 
 def test_api_serves_https_with_the_given_certificate(stack: Product, tmp_path: Path):
     cert, key = _self_signed(tmp_path)
-    options = ApiOptions(port=_free_port(), tls_cert=str(cert), tls_key=str(key))
+    options = ApiOptions(port=free_port(), tls_cert=str(cert), tls_key=str(key))
     processes = Stack()
     processes.start(options.command("127.0.0.1"), stack.env, tmp_path / "api.log")
     try:

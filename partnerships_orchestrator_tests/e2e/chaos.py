@@ -28,7 +28,6 @@ import json
 import os
 import random
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -45,6 +44,7 @@ import sqlalchemy as sa
 from partnerships_orchestrator.connectors.delivery import OUTCOME_UNKNOWN
 from partnerships_orchestrator.store import tables
 from partnerships_orchestrator_tests.emulators.sendgrid import API_KEY, SendGridEmulator
+from partnerships_orchestrator_tests.ports import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
@@ -91,12 +91,6 @@ connections:
 
 class ChaosError(AssertionError):
     """The stack did not do what a recovery step waited for (with the logs' tail)."""
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 # ---------------------------------------------------------------- processes

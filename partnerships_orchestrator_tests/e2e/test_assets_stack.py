@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -15,6 +14,8 @@ from pathlib import Path
 
 import dagster as dg
 import pytest
+
+from partnerships_orchestrator_tests.ports import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
@@ -39,12 +40,6 @@ steps:
 """
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
     base = tmp_path_factory.mktemp("assets-stack")
@@ -56,8 +51,8 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
     env.update(PARTNERSHIPS_HOME=str(base / "home"), PARTNERSHIPS_PLAYBOOKS=str(base / "playbooks"))
     log = base / "up.log"
     process = subprocess.Popen(
-        [str(BIN / "partnerships"), "up", "--no-materialize", "--port", str(_free_port()),
-         "--api-port", str(_free_port())],
+        [str(BIN / "partnerships"), "up", "--no-materialize", "--port", str(free_port()),
+         "--api-port", str(free_port())],
         cwd=ROOT, env=env, stdout=log.open("wb"), stderr=subprocess.STDOUT,
     )  # fmt: skip
     deadline = time.monotonic() + 240

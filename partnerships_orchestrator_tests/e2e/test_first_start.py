@@ -16,7 +16,7 @@ import pytest
 from partnerships_orchestrator.materialize import FIRST_START_TAG, first_start_assets
 from partnerships_orchestrator.project import Project
 from partnerships_orchestrator.settings import load_settings
-from partnerships_orchestrator_tests.e2e.test_stack import _free_port
+from partnerships_orchestrator_tests.ports import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
@@ -35,8 +35,8 @@ def _up(base: Path, log: Path) -> subprocess.Popen[bytes]:
     }
     env.update(PARTNERSHIPS_HOME=str(base / "home"), PARTNERSHIPS_PLAYBOOKS=str(base / "playbooks"))
     return subprocess.Popen(
-        [str(BIN / "partnerships"), "up", "--port", str(_free_port()),
-         "--api-port", str(_free_port())],
+        [str(BIN / "partnerships"), "up", "--port", str(free_port()),
+         "--api-port", str(free_port())],
         cwd=ROOT, env=env, stdout=log.open("wb"), stderr=subprocess.STDOUT,
     )  # fmt: skip
 

@@ -27,6 +27,7 @@ from dagster_graphql import DagsterGraphQLClient
 from partnerships_orchestrator.instance import instance_config_source
 from partnerships_orchestrator.launcher import Stack
 from partnerships_orchestrator.run_launcher import run_pid
+from partnerships_orchestrator_tests.ports import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
@@ -114,12 +115,6 @@ class Gate:
         self.server.shutdown()
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def processes_with(marker: str) -> list[int]:
     """Pids whose environment carries ``marker`` (every process the stack started does)."""
     found = []
@@ -162,7 +157,7 @@ def product(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Product]:
     gate = Gate()
     (playbooks / "e2e-slow.yaml").write_text(SLOW.format(url=gate.url))
     (playbooks / "e2e-flaky.yaml").write_text(FLAKY)
-    port = _free_port()
+    port = free_port()
     env = {k: v for k, v in os.environ.items() if k != "DAGSTER_HOME"}
     env.update(
         PARTNERSHIPS_HOME=str(base / "home"),
@@ -178,7 +173,7 @@ def product(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Product]:
             "--port",
             str(port),
             "--api-port",
-            str(_free_port()),
+            str(free_port()),
         ],
         cwd=ROOT,
         env=env,
@@ -394,7 +389,7 @@ def test_killing_the_parent_during_start_up_stops_every_process(tmp_path):
     env = {k: v for k, v in os.environ.items() if k != "DAGSTER_HOME"}
     env.update(PARTNERSHIPS_HOME=str(tmp_path / "home"), PARTNERSHIPS_PLAYBOOKS=str(playbooks))
     marker = f"PARTNERSHIPS_HOME={tmp_path / 'home'}"
-    command = f"'{BIN / 'partnerships'}' up --no-seed --port {_free_port()} --api-port {_free_port()} > '{tmp_path}/up.log' 2>&1 & wait"
+    command = f"'{BIN / 'partnerships'}' up --no-seed --port {free_port()} --api-port {free_port()} > '{tmp_path}/up.log' 2>&1 & wait"
     parent = subprocess.Popen(["bash", "-c", command], env=env, cwd=ROOT, start_new_session=True)
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline and len(processes_with(marker)) < 3:
@@ -428,9 +423,9 @@ def _start_up(
             "up",
             "--no-seed",
             "--port",
-            str(_free_port()),
+            str(free_port()),
             "--api-port",
-            str(api_port or _free_port()),
+            str(api_port or free_port()),
         ],
         cwd=ROOT,
         env=env,

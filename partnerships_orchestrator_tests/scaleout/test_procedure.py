@@ -30,8 +30,9 @@ import sqlalchemy as sa
 
 from partnerships_orchestrator.instance import POSTGRES_ENV, dagster_postgres_url
 from partnerships_orchestrator.settings import Settings
-from partnerships_orchestrator_tests.e2e.chaos import free_port, processes_with
+from partnerships_orchestrator_tests.e2e.chaos import processes_with
 from partnerships_orchestrator_tests.emulators.sendgrid import API_KEY, SendGridEmulator
+from partnerships_orchestrator_tests.ports import free_port
 from partnerships_orchestrator_tests.postgres import create_database
 from partnerships_orchestrator_tests.scaleout.conftest import CONNECTIONS, Stack, playbook
 
