@@ -471,9 +471,16 @@ def test_a_location_that_fails_to_load_is_reported_and_up_exits_1(tmp_path):
     """With PARTNERSHIPS_STRICT the location refuses to load while a file is invalid: `up`
     prints why, never `ready`, and stops everything with exit code 1."""
     broken = "id: broken\nsteps:\n  - {id: a, type: nope}\n"
-    process, log = _start_up(
+    text = _failed_start(
         tmp_path, {"tiny.yaml": TINY, "broken.yaml": broken}, {"PARTNERSHIPS_STRICT": "1"}
     )
+    assert "the code location `partnerships` failed to load" in text
+    assert "broken.yaml:3" in text
+
+
+def _failed_start(tmp_path: Path, files: dict[str, str], env: dict[str, str], **kw: int) -> str:
+    """`up`'s output, once it exited 1 without `ready`, leaving no process behind."""
+    process, log = _start_up(tmp_path, files, env, **kw)
     try:
         code = process.wait(timeout=240)
     finally:
@@ -481,10 +488,9 @@ def test_a_location_that_fails_to_load_is_reported_and_up_exits_1(tmp_path):
             process.kill()
     text = log.read_text()
     assert code == 1, text[-3000:]
-    assert "ready: " not in text
-    assert "the code location `partnerships` failed to load" in text
-    assert "broken.yaml:3" in text and "stopped" in text
+    assert "ready: " not in text and "stopped" in text
     assert processes_with(f"PARTNERSHIPS_HOME={tmp_path / 'home'}") == []
+    return text
 
 
 def test_a_process_that_cannot_start_is_named_with_the_end_of_its_log(tmp_path):
@@ -494,15 +500,6 @@ def test_a_process_that_cannot_start_is_named_with_the_end_of_its_log(tmp_path):
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
-        process, log = _start_up(tmp_path, {"tiny.yaml": TINY}, {}, api_port=port)
-        try:
-            code = process.wait(timeout=240)
-        finally:
-            if process.poll() is None:
-                process.kill()
-    text = log.read_text()
-    assert code == 1, text[-3000:]
-    assert "ready: " not in text
+        text = _failed_start(tmp_path, {"tiny.yaml": TINY}, {}, api_port=port)
     assert re.search(r"the stack did not come up: `uvicorn` exited with code [1-9]", text), text
-    assert "address already in use" in text and "stopped" in text
-    assert processes_with(f"PARTNERSHIPS_HOME={tmp_path / 'home'}") == []
+    assert "address already in use" in text
