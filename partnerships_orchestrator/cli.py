@@ -649,6 +649,13 @@ def _seed(settings: Settings, reset: bool = False) -> dict[str, int]:
     "limits hold across them) [env PARTNERSHIPS_API_WORKERS].",
 )
 @click.option(
+    "--api-access-log",
+    is_flag=True,
+    envvar="PARTNERSHIPS_API_ACCESS_LOG",
+    help="Write a line per API request to logs/api.log (off: errors only; the audit log keeps "
+    "every change and execution request) [env PARTNERSHIPS_API_ACCESS_LOG].",
+)
+@click.option(
     "--tls-cert",
     type=click.Path(exists=True, dir_okay=False),
     default=None,
@@ -683,6 +690,7 @@ def up(
     port: int,
     api_port: int,
     api_workers: int,
+    api_access_log: bool,
     tls_cert: str | None,
     tls_key: str | None,
     no_seed: bool,
@@ -726,7 +734,11 @@ def up(
     errors.print(f"state: {settings.home}   dagster home: {settings.dagster_home}")
     _first_admin_token(settings)
     api = launcher.ApiOptions(
-        port=api_port, workers=api_workers, tls_cert=tls_cert, tls_key=tls_key
+        port=api_port,
+        workers=api_workers,
+        access_log=api_access_log,
+        tls_cert=tls_cert,
+        tls_key=tls_key,
     )
     say = lambda line: errors.print(line, highlight=False, markup=False)  # noqa: E731
     code = launcher.run_stack(

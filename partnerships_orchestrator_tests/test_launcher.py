@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from partnerships_orchestrator.launcher import LOCATION_NAME, location_status
+from partnerships_orchestrator.launcher import LOCATION_NAME, ApiOptions, location_status
 
 # What dagster-webserver 1.13 answered when its PostgreSQL storage failed while it described the
 # location's schedules (trimmed): the location loaded, the GraphQL answer holds no location.
@@ -76,3 +76,14 @@ def test_a_location_the_webserver_cannot_describe_is_reported_with_its_graphql_e
     assert status.error is not None
     assert "the connection is closed" in status.error
     assert "locationOrLoadError.repositories.0.schedules" in status.error
+
+
+def test_the_api_command_follows_its_options():
+    plain = ApiOptions(port=8123).command("127.0.0.1")
+    assert plain[plain.index("--port") + 1] == "8123"
+    assert "--no-access-log" in plain and "--workers" not in plain and "--ssl-certfile" not in plain
+    more = ApiOptions(workers=3, access_log=True, tls_cert="c.pem", tls_key="k.pem")
+    args = more.command("0.0.0.0")  # nosec B104 # an argument, nothing binds here
+    assert args[args.index("--workers") + 1] == "3" and "--no-access-log" not in args
+    assert args[args.index("--ssl-keyfile") + 1] == "k.pem"
+    assert more.url("example.org") == "https://example.org:8080"

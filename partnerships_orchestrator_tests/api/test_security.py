@@ -139,6 +139,8 @@ def test_a_token_over_its_rate_limit_gets_429_with_retry_after(stack: Stack):
             return client.get("/outbox", params={"limit": 1})
 
     answers = [once() for _ in range(5)]
+    log = (stack.home / "logs" / "api.log").read_text()
+    assert "/outbox?limit=1" not in log  # no access log unless `--api-access-log`
     assert [a.status_code for a in answers[:3]] == [200, 200, 200]
     limited = answers[3]
     assert limited.status_code == 429
