@@ -51,6 +51,10 @@ class _Probe:
             [(version,)] = self.conn.execute("PRAGMA data_version").fetchall()
         return int(version)
 
+    def read(self, sql: str, params: Sequence[object]) -> list[tuple[object, ...]]:
+        with self.lock:
+            return list(self.conn.execute(sql, params).fetchall())
+
     def close(self) -> None:
         with self.lock:
             self.conn.close()
@@ -81,6 +85,15 @@ class DataVersions:
             return probe.generation, probe.version()
         except sqlite3.ProgrammingError:  # closed meanwhile (evicted): ask a new connection
             return self.version(path)
+
+    def read(self, path: str, sql: str, params: Sequence[object]) -> list[tuple[object, ...]]:
+        """Rows of one read-only query on the connection kept for ``path`` (reads never count
+        as changes); ``sqlite3.Error`` when the file is gone or cannot be read."""
+        stat = os.stat(path)
+        probe = self._probe(path, (stat.st_dev, stat.st_ino))
+        if probe is None:
+            raise sqlite3.OperationalError(f"cannot open {path}")
+        return probe.read(sql, params)
 
     def _probe(self, path: str, inode: tuple[int, int]) -> _Probe | None:
         with self._lock:

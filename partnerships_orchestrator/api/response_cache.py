@@ -49,9 +49,20 @@ class Rendered:
 
 
 @dataclass(frozen=True)
+class Witness:
+    """What of ``files[file]`` an answer was read from: a commit to that file that leaves this
+    query's rows as they were does not change the answer (another table, another row)."""
+
+    file: int
+    sql: str
+    params: tuple[object, ...]
+
+
+@dataclass(frozen=True)
 class _Entry:
     validator: tuple[Token, ...]
     answer: Rendered
+    witnessed: bytes | None = None  # digest of the witness's rows when the answer began
 
 
 @dataclass
@@ -82,13 +93,18 @@ class ResponseCache:
         self._lock = threading.Lock()
         self.hits = 0
         self.misses = 0
+        self.renewed = 0  # hits after a change the witness showed did not touch the answer
 
     @property
     def enabled(self) -> bool:
         return self.max_bytes > 0 and self.max_entries > 0
 
     def answer(
-        self, key: Hashable, files: Sequence[str] | None, render: Callable[[], bytes]
+        self,
+        key: Hashable,
+        files: Sequence[str] | None,
+        render: Callable[[], bytes],
+        witness: Witness | None = None,
     ) -> Rendered:
         if files is None or not self.enabled:
             return Rendered.of(render())
@@ -96,10 +112,10 @@ class ResponseCache:
             validator = self.versions.validator(files)  # before reading: see the docstring
         except sqlite3.Error:  # cannot tell whether anything changed: read, and keep nothing
             return Rendered.of(render())
+        hit = self._valid(key, files, validator, witness)
+        if hit is not None:
+            return hit
         with self._lock:
-            hit = self._hit(key, validator)
-            if hit is not None:
-                return hit
             reading = self._reading.get(key)
             joined = reading is not None and reading.validator == validator
             if not joined:
@@ -113,9 +129,11 @@ class ResponseCache:
                     self.hits += 1
                 return reading.answer
             return Rendered.of(render())  # that read failed (a 404, say): this one answers
-        return self._read(key, reading, render)
+        return self._read(key, reading, render, files, witness)
 
-    def lookup(self, key: Hashable, files: Sequence[str] | None) -> Rendered | None:
+    def lookup(
+        self, key: Hashable, files: Sequence[str] | None, witness: Witness | None = None
+    ) -> Rendered | None:
         """The stored answer if it is still valid; ``None`` (nothing read) otherwise. Never
         waits for a read under way, so an event loop may ask."""
         if files is None or not self.enabled:
@@ -124,33 +142,76 @@ class ResponseCache:
             validator = self.versions.validator(files)
         except sqlite3.Error:
             return None
-        with self._lock:
-            return self._hit(key, validator)
+        return self._valid(key, files, validator, witness)
 
     async def served(
-        self, key: Hashable, files: Sequence[str] | None, render: Callable[[], bytes]
+        self,
+        key: Hashable,
+        files: Sequence[str] | None,
+        render: Callable[[], bytes],
+        witness: Witness | None = None,
     ) -> Rendered:
         """:meth:`answer` for a route on the event loop: a hit is served right there (its
-        probes never wait: the files are in WAL mode, where readers take no lock a writer
-        holds), a miss is read in a worker thread."""
-        hit = self.lookup(key, files)
+        probes and witness never wait: the files are in WAL mode, where readers take no lock a
+        writer holds), a miss is read in a worker thread."""
+        hit = self.lookup(key, files, witness)
         if hit is not None:
             return hit
-        return await run_in_threadpool(self.answer, key, files, render)
+        return await run_in_threadpool(self.answer, key, files, render, witness)
 
-    def _hit(self, key: Hashable, validator: tuple[Token, ...]) -> Rendered | None:
-        """Under ``_lock``: the entry for ``key`` if taken under ``validator``."""
-        entry = self._entries.get(key)
-        if entry is None or entry.validator != validator:
+    def _valid(
+        self,
+        key: Hashable,
+        files: Sequence[str],
+        validator: tuple[Token, ...],
+        witness: Witness | None,
+    ) -> Rendered | None:
+        """The entry for ``key`` if taken under ``validator``, or if only the witnessed file
+        changed since and the witness's rows did not (the entry then takes ``validator``)."""
+        with self._lock:
+            entry = self._entries.get(key)
+            if entry is None:
+                return None
+            if entry.validator == validator:
+                self._entries.move_to_end(key)
+                self.hits += 1
+                return entry.answer
+        if witness is None or entry.witnessed is None or len(entry.validator) != len(validator):
             return None
-        self._entries.move_to_end(key)
-        self.hits += 1
+        pairs = zip(entry.validator, validator, strict=True)
+        changed = {i for i, (held, now) in enumerate(pairs) if held != now}
+        if changed != {witness.file} or self._witness(files, witness) != entry.witnessed:
+            return None  # taken after `validator`: a change since makes the next one differ
+        with self._lock:
+            if self._entries.get(key) is entry:
+                self._entries[key] = _Entry(validator, entry.answer, entry.witnessed)
+                self._entries.move_to_end(key)
+            self.hits += 1
+            self.renewed += 1
         return entry.answer
 
-    def _read(self, key: Hashable, reading: _Reading, render: Callable[[], bytes]) -> Rendered:
+    def _witness(self, files: Sequence[str], witness: Witness | None) -> bytes | None:
+        """A digest of the witness's rows now (``None``: no witness, or it could not be read)."""
+        if witness is None:
+            return None
         try:
+            rows = self.versions.read(files[witness.file], witness.sql, witness.params)
+        except (sqlite3.Error, OSError):
+            return None
+        return hashlib.blake2b(repr(rows).encode(), digest_size=16).digest()
+
+    def _read(
+        self,
+        key: Hashable,
+        reading: _Reading,
+        render: Callable[[], bytes],
+        files: Sequence[str],
+        witness: Witness | None,
+    ) -> Rendered:
+        try:
+            witnessed = self._witness(files, witness)  # before reading, as the validator
             reading.answer = Rendered.of(render())
-            self._put(key, _Entry(reading.validator, reading.answer))
+            self._put(key, _Entry(reading.validator, reading.answer, witnessed))
             return reading.answer
         finally:
             with self._lock:

@@ -10,7 +10,13 @@ from dagster._core.storage.event_log.sqlite.sqlite_event_log import SqliteEventL
 from dagster._core.storage.runs.sqlite.sqlite_run_storage import SqliteRunStorage
 
 from partnerships_orchestrator.api.data_versions import sqlite_path
+from partnerships_orchestrator.api.response_cache import Witness
 
+# Every write to a run's record (status, timing, tags, origin) rewrites its `runs` row; other
+# commits to `runs.db` (other runs, daemon heartbeats) leave these columns of it as they were
+RUN_ROW = (
+    "SELECT status, update_timestamp, start_time, end_time, run_body FROM runs WHERE run_id = ?"
+)
 RUN_ID = re.compile(r"[0-9a-fA-F-]{1,64}")  # Dagster's run ids (UUIDs); anything else is not cached
 
 
@@ -39,3 +45,7 @@ class StorageFiles:
         if not (self.runs_db and self.event_log and self.state_db and RUN_ID.fullmatch(run_id)):
             return None
         return (self.runs_db, self.event_log.path_for_shard(run_id), self.state_db)
+
+    def run_witness(self, run_id: str) -> Witness:
+        """What of `runs.db` (the first of :meth:`for_run`) one run's detail is read from."""
+        return Witness(0, RUN_ROW, (run_id,))

@@ -381,3 +381,39 @@ def test_the_catalog_never_keeps_an_event_loop_waiting(api: tuple[TestClient, Ap
     assert catalog.current() is None
     catalog.snapshot()
     assert catalog.current() is not None
+
+
+def test_a_commit_to_runs_db_that_leaves_the_runs_row_keeps_its_detail_cached(
+    stack: Stack, api: tuple[TestClient, ApiContext], finished_run: str
+):
+    """Daemon heartbeats and other runs commit to `runs.db` all the time: the detail of a run
+    whose row they left as it was is served again (renewed); a change to that row is read."""
+    client, ctx = api
+    viewer = stack.token("viewer")
+    path = f"/executions/{finished_run}"
+    before = _served_again(ctx, client, viewer, path)
+    env = {**stack.env, "DAGSTER_HOME": str(stack.home / "dagster")}
+
+    def in_dagster(code: str) -> None:
+        prelude = "import sys, dagster as dg\ninstance = dg.DagsterInstance.get()\n"
+        subprocess.run(
+            [sys.executable, "-c", prelude + code, finished_run], check=True, cwd=ROOT, env=env
+        )
+
+    def renewed_after(code: str) -> bool:
+        renewed, misses = ctx.responses.renewed, ctx.responses.misses
+        in_dagster(code)
+        assert _get(client, viewer, path) == before
+        return ctx.responses.renewed == renewed + 1 and ctx.responses.misses == misses
+
+    # another table of runs.db (a cursor, as the daemons keep theirs): the answer is kept
+    assert wait_for(
+        lambda: renewed_after("instance.run_storage.set_cursor_values({'probe': sys.argv[1]})"),
+        timeout=60,
+        every=0,
+    )
+    # this run's own row: read again
+    misses = ctx.responses.misses
+    in_dagster("instance.add_run_tags(sys.argv[1], {'note': 'tagged late'})")
+    assert _get(client, viewer, path)["id"] == finished_run
+    assert ctx.responses.misses == misses + 1

@@ -224,6 +224,7 @@ async def get_execution(
         key,
         ctx.files.for_run(run_id),
         lambda: as_json(ExecutionDetail, _detail(ctx, token, run_id, logs, entries)),
+        ctx.files.run_witness(run_id),
     )
     return _answer(answer, if_none_match)
 
