@@ -10,6 +10,11 @@ reading now would give. A commit during the read changes the next validator, so 
 read then is never served (one extra read, never a stale answer). Only SQLite files have such a
 validator; an answer read from anything else (PostgreSQL) is read on every request.
 
+An answer may also name a :class:`Witness`: a query of one of its files that returns what the
+answer read there (one run's row of `runs.db`). Its rows' digest is taken before the read too;
+when only that file changed since and the rows did not, the answer is kept under the new
+validator (a daemon heartbeat in `runs.db` does not make every run's detail read again).
+
 Requests that miss together (the same key and validator, say 50 dashboards after a commit) wait
 for one read instead of each reading: the read began after all of them took the validator it
 was taken under, and nothing was committed in between, so its answer is theirs too.
