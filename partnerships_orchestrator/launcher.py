@@ -344,7 +344,7 @@ def run_stack(
         while not received and stack.alive():
             time.sleep(0.2)
         if not received:
-            say(str(stack.exited()))
+            say(stack.exited() or "a process of the stack exited")
         return 0 if received else 1
     finally:
         say(f"stopping ({received[0] if received else 'a process exited'}) ...")

@@ -111,11 +111,8 @@ class ResponseCache:
         render: Callable[[], bytes],
         witness: Witness | None = None,
     ) -> Rendered:
-        if files is None or not self.enabled:
-            return Rendered.of(render())
-        try:
-            validator = self.versions.validator(files)  # before reading: see the docstring
-        except sqlite3.Error:  # cannot tell whether anything changed: read, and keep nothing
+        validator = self._validator(files)  # before reading: see the docstring
+        if files is None or validator is None:  # not cacheable: read, and keep nothing
             return Rendered.of(render())
         hit = self._valid(key, files, validator, witness)
         if hit is not None:
@@ -141,13 +138,20 @@ class ResponseCache:
     ) -> Rendered | None:
         """The stored answer if it is still valid; ``None`` (nothing read) otherwise. Never
         waits for a read under way, so an event loop may ask."""
+        validator = self._validator(files)
+        if files is None or validator is None:
+            return None
+        return self._valid(key, files, validator, witness)
+
+    def _validator(self, files: Sequence[str] | None) -> tuple[Token, ...] | None:
+        """The files' validator; ``None`` when nothing may be cached (no files to ask, the
+        cache off, or a file that cannot tell whether anything changed)."""
         if files is None or not self.enabled:
             return None
         try:
-            validator = self.versions.validator(files)
+            return self.versions.validator(files)
         except sqlite3.Error:
             return None
-        return self._valid(key, files, validator, witness)
 
     async def served(
         self,
